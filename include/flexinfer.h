@@ -84,7 +84,8 @@ typedef struct fi_paged_kv {
 
 /* Callbacks — FlexAttention in C.
  * keep():  true keeps the (q_idx, kv_idx) pair; h is the query head.
- * score(): applied to the scaled score before softmax. */
+ * score(): applied to the scaled score before softmax.
+ * Both may be called from several threads at once (kernels, block-mask builds). */
 typedef bool (*fi_mask_fn)(int64_t b, int64_t h, int64_t q_idx, int64_t kv_idx, void *ctx);
 typedef float (*fi_score_fn)(float score, int64_t b, int64_t h, int64_t q_idx, int64_t kv_idx,
                              void *ctx);
@@ -206,6 +207,69 @@ fi_status fi_attn_reference(const fi_attn_params *p, fi_error *err);
 
 /* The split count fi_attn_forward would choose automatically for this problem. */
 int fi_attn_auto_splits(const fi_attn_params *p);
+
+/* ------------------------------------------------------------------------ */
+/* Model runtime                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* A GGUF model (llama family) loaded for inference; read-only, shareable by sessions. */
+typedef struct fi_model fi_model;
+
+fi_status fi_model_load(const char *path, fi_model **out, fi_error *err);
+void fi_model_free(fi_model *m);
+int64_t fi_model_n_vocab(const fi_model *m);
+int64_t fi_model_n_ctx_train(const fi_model *m);
+
+/* One sequence being evaluated: its KV cache and scratch (no allocation per token). */
+typedef struct fi_session fi_session;
+
+typedef struct fi_session_params {
+    int64_t n_ctx;     /* tokens the cache holds; 0: min(model's training context, 4096) */
+    int64_t n_batch;   /* most tokens per forward (longer inputs are chunked); 0: 256 */
+    int threads;       /* 0: OpenMP default */
+    fi_dtype kv_dtype; /* FI_DTYPE_F32 or FI_DTYPE_F16 */
+    bool logits_all;   /* allow fi_session_eval(..., all = true) up to n_batch rows */
+} fi_session_params;
+
+fi_session_params fi_session_default_params(void);
+fi_status fi_session_create(const fi_model *m, const fi_session_params *p, fi_session **out,
+                            fi_error *err);
+void fi_session_free(fi_session *s);
+/* Appends n tokens to the sequence (chunked by n_batch) and writes the next-token logits: of the
+ * last token ([n_vocab]) or, with all (needs logits_all), of every token ([n, n_vocab]). Fails
+ * with a message when the context would overflow; the sequence is then unchanged. */
+fi_status fi_session_eval(fi_session *s, const int32_t *tokens, size_t n, float *logits, bool all,
+                          fi_error *err);
+int64_t fi_session_n_past(const fi_session *s);
+int64_t fi_session_n_ctx(const fi_session *s);
+void fi_session_truncate(fi_session *s, int64_t n_past); /* forget tokens at positions >= n_past */
+void fi_session_reset(fi_session *s);
+
+/* Sampling: penalties (llama.cpp semantics over the last penalty_last_n tokens), then top-k,
+ * top-p, min-p, temperature, and a draw from the seeded generator; greedy when temp <= 0. */
+typedef struct fi_sampler_params {
+    float temp;              /* 0: greedy */
+    int32_t top_k;           /* 0: off */
+    float top_p;             /* 1: off */
+    float min_p;             /* 0: off */
+    float repeat_penalty;    /* 1: off */
+    float presence_penalty;  /* 0: off */
+    float frequency_penalty; /* 0: off */
+    int32_t penalty_last_n;  /* tokens the penalties look at; 0: none, -1: all kept */
+    uint64_t seed;
+} fi_sampler_params;
+
+typedef struct fi_sampler fi_sampler;
+
+fi_sampler_params fi_sampler_default_params(void);
+fi_status fi_sampler_create(const fi_sampler_params *p, int64_t n_vocab, fi_sampler **out,
+                            fi_error *err);
+void fi_sampler_free(fi_sampler *s);
+/* Picks a token from logits [n_vocab] (not modified). */
+int32_t fi_sampler_sample(fi_sampler *s, const float *logits);
+/* Records a token of the sequence (prompt or generated) for the penalties. */
+void fi_sampler_accept(fi_sampler *s, int32_t token);
+void fi_sampler_reset(fi_sampler *s); /* forgets the history and reseeds */
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,7 @@ static const command commands[] = {
     {"chat", cmd_chat, "interactive multi-turn chat"},
     {"tokenize", cmd_tokenize, "print the token ids and pieces of a text"},
     {"info", cmd_info, "print a GGUF model's metadata and tensors"},
+    {"logits", cmd_logits, "write teacher-forced next-token logits of a text as .npy"},
     {"attn", cmd_attn, "run flash attention on .npy arrays"},
     {"mask", cmd_mask, "draw a mask expression and its block map"},
 };

@@ -1,0 +1,86 @@
+/* Quick timing of the CPU flash-attention kernel (not the full benchmark):
+ *   prefill B1 H8 L4096 D128, masks full and causal  -> GFLOP/s (4 B H L^2 D x density)
+ *   decode  Lq 1, Lk 32768, Hq 32 / Hkv 8, D 128      -> GB/s of K/V read
+ * for 1 and 2 threads. Usage: attn_kernel_quick [L] [reps] [prefill|decode] */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/cpu.h"
+#include "flexinfer.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double best_time(fi_attn_params *p, int reps) {
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        const double t0 = now();
+        fi_error err = {0};
+        if (fi_attn_forward(p, &err) != FI_OK) {
+            fprintf(stderr, "forward failed: %s\n", err.msg);
+            exit(1);
+        }
+        const double t = now() - t0;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+int main(int argc, char **argv) {
+    const int64_t L = argc > 1 ? atoll(argv[1]) : 4096, H = 8, D = 128;
+    const int reps = argc > 2 ? atoi(argv[2]) : 3;
+    const char *only = argc > 3 ? argv[3] : ""; /* "prefill" or "decode" to run one part */
+    float *q = malloc((size_t)(H * L * D) * sizeof(float)), *k = malloc((size_t)(H * L * D) * sizeof(float));
+    float *v = malloc((size_t)(H * L * D) * sizeof(float)), *o = malloc((size_t)(H * L * D) * sizeof(float));
+    srand(1);
+    for (int64_t i = 0; i < H * L * D; i++) {
+        q[i] = (float)rand() / RAND_MAX - 0.5f;
+        k[i] = (float)rand() / RAND_MAX - 0.5f;
+        v[i] = (float)rand() / RAND_MAX - 0.5f;
+    }
+    printf("simd %s\n", fi_simd_level_name(fi_cpu_simd_level()));
+    const char *masks[] = {"full", "causal", "causal & window:1024"};
+    for (int mi = 0; mi < 3 && strcmp(only, "decode") != 0; mi++) {
+        fi_mask *m = NULL;
+        if (fi_mask_parse(masks[mi], &m, NULL) != FI_OK) return 1;
+        double density = 1.0;
+        if (mi == 1) density = (double)(L + 1) / (2.0 * L);
+        if (mi == 2) density = (1024.0 * L - 1024.0 * 1023.0 / 2) / ((double)L * L);
+        for (int th = 1; th <= 2; th++) {
+            fi_attn_params p = {.q = fi_attn_tensor_contiguous(q, FI_DTYPE_F32, 1, H, L, D),
+                                .k = fi_attn_tensor_contiguous(k, FI_DTYPE_F32, 1, H, L, D),
+                                .v = fi_attn_tensor_contiguous(v, FI_DTYPE_F32, 1, H, L, D),
+                                .out = o, .mask = m, .threads = th};
+            const double t = best_time(&p, reps);
+            const double flop = 4.0 * H * (double)L * L * D * density;
+            printf("prefill B1 H8 L%lld D128 %-22s threads %d: %8.2f ms  %7.1f GFLOP/s\n", (long long)L,
+                   masks[mi], th, t * 1e3, flop / t * 1e-9);
+        }
+        fi_mask_free(m);
+    }
+    if (strcmp(only, "prefill") == 0) return 0;
+    /* Decode: Lq 1, Lk 32768, Hq 32, Hkv 8. */
+    const int64_t lk = 32768, hq = 32, hkv = 8;
+    float *kd = malloc((size_t)(hkv * lk * D) * sizeof(float)), *vd = malloc((size_t)(hkv * lk * D) * sizeof(float));
+    float *qd = malloc((size_t)(hq * D) * sizeof(float)), *od = malloc((size_t)(hq * D) * sizeof(float));
+    for (int64_t i = 0; i < hkv * lk * D; i++) kd[i] = (float)rand() / RAND_MAX - 0.5f, vd[i] = kd[i] * 0.5f;
+    for (int64_t i = 0; i < hq * D; i++) qd[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int th = 1; th <= 2; th++) {
+        fi_attn_params p = {.q = fi_attn_tensor_contiguous(qd, FI_DTYPE_F32, 1, hq, 1, D),
+                            .k = fi_attn_tensor_contiguous(kd, FI_DTYPE_F32, 1, hkv, lk, D),
+                            .v = fi_attn_tensor_contiguous(vd, FI_DTYPE_F32, 1, hkv, lk, D),
+                            .out = od, .threads = th};
+        const double t = best_time(&p, reps * 3);
+        const double bytes = 2.0 * hkv * lk * D * sizeof(float);
+        printf("decode Lq1 Lk32768 Hq32 Hkv8 D128 f32     threads %d: %8.3f ms  %7.1f GB/s (splits %d)\n", th,
+               t * 1e3, bytes / t * 1e-9, fi_attn_auto_splits(&p));
+    }
+    free(q), free(k), free(v), free(o), free(kd), free(vd), free(qd), free(od);
+    return 0;
+}

@@ -1,0 +1,32 @@
+# CUDA backend (-DFI_CUDA=ON): the flexinfer_cuda library, the GPU tests (tests/gpu,
+# label "gpu") and the GPU benchmark (bench/cuda). Kernels are built for sm_90 and
+# sm_80 unless CMAKE_CUDA_ARCHITECTURES says otherwise.
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  set(CMAKE_CUDA_ARCHITECTURES 90 80)
+endif()
+if(NOT DEFINED CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX} AND EXISTS /usr/local/cuda/bin/nvcc)
+  set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+endif()
+enable_language(CUDA)
+find_package(CUDAToolkit REQUIRED)
+set(CMAKE_CUDA_STANDARD 17)
+set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+# C programs that link the backend are linked by the C compiler (so sanitizer
+# flags keep working); the C++ runtime is named explicitly below.
+set(CMAKE_CUDA_LINKER_PREFERENCE_PROPAGATES 0)
+
+file(GLOB FI_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/cuda/*.cu)
+add_library(flexinfer_cuda STATIC ${FI_CUDA_SOURCES})
+# The directory's C options (-Wall, -fsanitize, ...) are not nvcc options.
+set_property(TARGET flexinfer_cuda PROPERTY COMPILE_OPTIONS "")
+target_compile_options(flexinfer_cuda PRIVATE
+  $<$<COMPILE_LANGUAGE:CUDA>:-O3 --expt-relaxed-constexpr -Xcompiler=-Wall -Xptxas=-warn-spills>)
+target_include_directories(flexinfer_cuda PUBLIC ${CMAKE_SOURCE_DIR}/include PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(flexinfer_cuda PUBLIC flexinfer CUDA::cudart CUDA::nvrtc CUDA::cuda_driver stdc++ m)
+set_target_properties(flexinfer_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON)
+
+if(EXISTS ${CMAKE_SOURCE_DIR}/bench/cuda/fi_cuda_bench.c)
+add_executable(fi_cuda_bench ${CMAKE_SOURCE_DIR}/bench/cuda/fi_cuda_bench.c)
+target_include_directories(fi_cuda_bench PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(fi_cuda_bench PRIVATE flexinfer_cuda)
+endif()
