@@ -64,6 +64,16 @@ int main(int argc, char **argv) {
         }
         fi_mask_free(m);
     }
+    /* GQA: Hkv 2 (4 query heads share each K/V tile). */
+    for (int th = 1; th <= 2 && strcmp(only, "decode") != 0; th++) {
+        fi_attn_params p = {.q = fi_attn_tensor_contiguous(q, FI_DTYPE_F32, 1, H, L, D),
+                            .k = fi_attn_tensor_contiguous(k, FI_DTYPE_F32, 1, 2, L, D),
+                            .v = fi_attn_tensor_contiguous(v, FI_DTYPE_F32, 1, 2, L, D),
+                            .out = o, .threads = th};
+        const double t = best_time(&p, reps);
+        printf("prefill B1 H8/Hkv2 L%lld D128 full            threads %d: %8.2f ms  %7.1f GFLOP/s\n", (long long)L,
+               th, t * 1e3, 4.0 * H * (double)L * L * D / t * 1e-9);
+    }
     if (strcmp(only, "prefill") == 0) return 0;
     /* Decode: Lq 1, Lk 32768, Hq 32, Hkv 8. */
     const int64_t lk = 32768, hq = 32, hkv = 8;

@@ -7,7 +7,8 @@
  * come from memory, not cache, as in a real forward pass.
  *
  * usage: matmul_bench [TYPE ...]   (default: F32 F16 BF16 Q4_0 Q4_1 Q8_0)
- * env:   FI_SIMD caps the SIMD path; BENCH_REPS (default 7) repetitions, median reported. */
+ * env:   FI_SIMD caps the SIMD path; BENCH_REPS (default 7) repetitions, median reported;
+ *        BENCH_N=1 or 512 runs only that column; BENCH_COPIES=k overrides the copy count. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,13 +127,17 @@ static void bench_type(uint32_t type, int reps) {
         float *y = malloc((size_t)(max_tokens * s->rows) * sizeof(float));
         void *act = aligned_alloc(64, (fi_matmul_act_size(w[0], max_tokens) + 63) & ~(size_t)63);
         for (int threads = 1; threads <= 2; threads++) {
-            double tg = time_pass(w, copies, x, 1, y, act, threads, reps) / copies;
-            int pp_reps = s->rows > 10000 ? (reps < 3 ? reps : 3) : reps;
-            double pp = time_pass(w, 1, x, 512, y, act, threads, pp_reps);
             double flops = 2.0 * (double)s->rows * (double)s->cols;
-            printf("%-5s %-18s t=%d | n=1: %8.1f us %6.1f GB/s %6.1f GFLOP/s | n=512: %9.1f us %6.1f GFLOP/s\n",
-                   fi_ggml_type_name(type), s->name, threads, tg * 1e6, (double)bytes / tg / 1e9, flops / tg / 1e9,
-                   pp * 1e6, flops * 512 / pp / 1e9);
+            const char *only = getenv("BENCH_N"); /* "1" or "512" restricts to one column */
+            double tg = only && strcmp(only, "512") == 0 ? 1e30 : time_pass(w, copies, x, 1, y, act, threads, reps) / copies;
+            int pp_reps = s->rows > 10000 ? (reps < 3 ? reps : 3) : reps;
+            double pp = only && strcmp(only, "1") == 0 ? 1e30 : time_pass(w, 1, x, 512, y, act, threads, pp_reps);
+            char tg_s[64] = "-", pp_s[64] = "-";
+            if (tg < 1e29)
+                snprintf(tg_s, sizeof tg_s, "%8.1f us %6.1f GB/s %6.1f GFLOP/s", tg * 1e6, (double)bytes / tg / 1e9,
+                         flops / tg / 1e9);
+            if (pp < 1e29) snprintf(pp_s, sizeof pp_s, "%9.1f us %6.1f GFLOP/s", pp * 1e6, flops * 512 / pp / 1e9);
+            printf("%-5s %-18s t=%d | n=1: %-38s | n=512: %s\n", fi_ggml_type_name(type), s->name, threads, tg_s, pp_s);
             fflush(stdout);
         }
         free(act);

@@ -25,8 +25,6 @@ target_include_directories(flexinfer_cuda PUBLIC ${CMAKE_SOURCE_DIR}/include PRI
 target_link_libraries(flexinfer_cuda PUBLIC flexinfer CUDA::cudart CUDA::nvrtc CUDA::cuda_driver stdc++ m)
 set_target_properties(flexinfer_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON)
 
-if(EXISTS ${CMAKE_SOURCE_DIR}/bench/cuda/fi_cuda_bench.c)
 add_executable(fi_cuda_bench ${CMAKE_SOURCE_DIR}/bench/cuda/fi_cuda_bench.c)
 target_include_directories(fi_cuda_bench PRIVATE ${CMAKE_SOURCE_DIR}/src)
 target_link_libraries(fi_cuda_bench PRIVATE flexinfer_cuda)
-endif()

@@ -123,7 +123,8 @@ static void test_detect_snippets(void **state) {
         {"{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ "
          "message['content'] | trim + '<|eot_id|>' %}",
          FI_CHAT_LLAMA3},
-        {"{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+        {"{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+         "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
          "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}",
          FI_CHAT_LLAMA2},
         {"{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}", FI_CHAT_GEMMA},
@@ -139,6 +140,11 @@ static void test_detect_snippets(void **state) {
     assert_int_equal(fi_chat_template_detect("{{ 'USER: ' + message['content'] }}", &k, &err), FI_ERR_UNSUPPORTED);
     assert_non_null(strstr(err.msg, "chatml"));
     assert_non_null(strstr(err.msg, "gemma"));
+    /* Mistral's [INST] format without <<SYS>> is not Llama 2's: refused rather than rendered wrongly. */
+    assert_int_equal(fi_chat_template_detect("{{ '[INST] ' + message['content'] + ' [/INST]' }}{{ message['content'] + "
+                                             "eos_token }}",
+                                             &k, &err),
+                     FI_ERR_UNSUPPORTED);
     assert_int_equal(fi_chat_template_detect(NULL, &k, &err), FI_ERR_UNSUPPORTED);
     assert_int_equal(fi_chat_template_detect("", &k, &err), FI_ERR_UNSUPPORTED);
     /* Default system extraction: written raw or with a "\n" escape; none for a plain template. */

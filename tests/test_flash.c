@@ -113,14 +113,14 @@ static void test_masks(void **state) {
     /* Two of the four tile shapes per mask, rotating, so every pairing appears. */
     for (size_t i = 0; i < sizeof masks / sizeof masks[0]; i++)
         for (size_t t = i % 2; t < sizeof tiles / sizeof tiles[0]; t += 2) {
-            const flash_case c = {.batch = 2, .hq = 4, .hkv = 2, .lq = 300, .lk = 300, .dim = 32,
+            const flash_case c = {.batch = 2, .hq = 2, .hkv = 1, .lq = 300, .lk = 300, .dim = 16,
                                   .mask = masks[i], .block_q = tiles[t][0], .block_kv = tiles[t][1],
                                   .threads = 2, .segments_per_batch = (t & 1)};
             check_case(&c, &rng);
         }
     /* Lq != Lk with a query offset (decode / append), shared and per-batch segments. */
     for (size_t i = 0; i < sizeof masks / sizeof masks[0]; i++) {
-        const flash_case c = {.batch = 2, .hq = 3, .hkv = 1, .lq = 90, .lk = 300, .dim = 48, .mask = masks[i],
+        const flash_case c = {.batch = 2, .hq = 3, .hkv = 1, .lq = 90, .lk = 300, .dim = 16, .mask = masks[i],
                               .q_offset = 210, .block_q = 64, .block_kv = 97, .threads = 2,
                               .segments_per_batch = i & 1};
         check_case(&c, &rng);
@@ -145,7 +145,7 @@ static void test_score_mods_and_dtypes(void **state) {
     fi_test_rng_init(&rng, fi_test_seed("score_mods_and_dtypes"));
     const char *mods[] = {"softcap:5", "alibi", "softcap:20,alibi"};
     for (size_t i = 0; i < 3; i++) {
-        const flash_case c = {.batch = 1, .hq = 6, .hkv = 2, .lq = 300, .lk = 300, .dim = 64, .mask = "causal",
+        const flash_case c = {.batch = 1, .hq = 3, .hkv = 1, .lq = 300, .lk = 300, .dim = 32, .mask = "causal",
                               .score_mod = mods[i], .block_q = 97, .block_kv = 64, .threads = 2, .magnitude = 2.0};
         check_case(&c, &rng);
     }
@@ -155,7 +155,7 @@ static void test_score_mods_and_dtypes(void **state) {
     const fi_dtype types[] = {FI_DTYPE_F16, FI_DTYPE_BF16};
     for (int t = 0; t < 2; t++)
         for (int s = 0; s < 2; s++) {
-            const flash_case c = {.batch = 2, .hq = 8, .hkv = 1, .lq = 300, .lk = 200, .dim = 80,
+            const flash_case c = {.batch = 2, .hq = 4, .hkv = 1, .lq = 200, .lk = 200, .dim = 80,
                                   .dtype = types[t], .mask = s ? "causal & (document | generated)" : NULL,
                                   .q_offset = s ? 0 : 5, .block_q = 64, .block_kv = 97, .threads = 2, .strided = s};
             check_case(&c, &rng);
@@ -179,9 +179,11 @@ static void test_score_mods_and_dtypes(void **state) {
 }
 
 /* Logits of magnitude ~1e4: the softmax is then nearly one-hot. An f32 logit of size S
- * carries an absolute error up to ~S * D * 6e-8 ~ 0.04 (S = 1e4, D = 64), which moves a
- * near-tie's weights by that much, and V entries are ~N(0,1): |out - ref| <= 5e-2;
- * LSE (dominated by the max logit) within 1e-4 relative. Mainly: no overflow, no NaN. */
+ * carries an absolute error up to ~S * D * 6e-8, about 0.04 for S = 1e4 and D = 64 and
+ * 0.15 at 4 sigma. That moves a near-tie's weights by as much, and V entries are
+ * ~N(0,1): |out - ref| <= 5e-2. LSE follows the largest kept logit, whose size need not
+ * be near the LSE value (a row may keep only a few small logits), so its bound is
+ * absolute: 0.2. The test is mainly about no overflow and no NaN. */
 static void test_large_logits(void **state) {
     (void)state;
     fi_test_rng rng;
@@ -202,8 +204,14 @@ static void test_large_logits(void **state) {
             setenv("FI_SIMD", levels[li], 1);
             assert_int_equal(fi_attn_forward(&d.p, NULL), FI_OK);
             const double eo = flash_error(d.out, d.ref_out, d.out_n, 5e-2, 0);
-            const double el = flash_error(d.lse, d.ref_lse, d.lse_n, 0, 1e-4);
-            if (eo > 1.0 || el > 1.0) fail_msg("1e4 logits (%s, mask %s): out %.3g lse %.3g", levels[li], masks[i] ? masks[i] : "none", eo, el);
+            const double el = flash_error(d.lse, d.ref_lse, d.lse_n, 0.2, 0);
+            if (eo > 1.0 || el > 1.0) {
+                int64_t at = 0;
+                for (int64_t r = 0; r < d.lse_n; r++)
+                    if (fabs((double)d.lse[r] - d.ref_lse[r]) > fabs((double)d.lse[at] - d.ref_lse[at])) at = r;
+                fail_msg("1e4 logits (%s, mask %s): out %.3g lse %.3g (worst LSE %.8g vs %.8g)", levels[li],
+                         masks[i] ? masks[i] : "none", eo, el, d.lse[at], d.ref_lse[at]);
+            }
         }
         unsetenv("FI_SIMD");
         flash_data_free(&d);
@@ -347,6 +355,8 @@ static void test_bad_input(void **state) {
     assert_int_equal(fi_attn_forward(&p, &err), FI_ERR_INVALID);
     p.block_q = 0;
     p.num_splits = -2;
+    assert_int_equal(fi_attn_forward(&p, &err), FI_ERR_INVALID);
+    p.num_splits = 100000;
     assert_int_equal(fi_attn_forward(&p, &err), FI_ERR_INVALID);
     p.num_splits = 0;
     /* A block mask of the wrong size. */

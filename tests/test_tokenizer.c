@@ -316,6 +316,114 @@ static void test_spm_by_hand(void **state) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Loading from GGUF metadata (a file built in memory)                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct gbuf {
+    uint8_t *p;
+    size_t n, cap;
+} gbuf;
+
+static void gb_put(gbuf *b, const void *data, size_t n) {
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p = realloc(b->p, b->cap);
+        assert_non_null(b->p);
+    }
+    memcpy(b->p + b->n, data, n);
+    b->n += n;
+}
+static void gb_u32(gbuf *b, uint32_t v) { gb_put(b, &v, 4); }
+static void gb_u64(gbuf *b, uint64_t v) { gb_put(b, &v, 8); }
+static void gb_str(gbuf *b, const char *s) {
+    gb_u64(b, strlen(s));
+    gb_put(b, s, strlen(s));
+}
+static void gb_key(gbuf *b, const char *key, uint32_t type) {
+    gb_str(b, key);
+    gb_u32(b, type);
+}
+
+/* GGUF v3 with no tensors and the SentencePiece vocabulary of make_spm, model name as given;
+ * drop_types leaves out token_type; bad_scores gives one score too few. */
+static gbuf spm_gguf(const char *model, bool drop_types, bool bad_scores) {
+    fi_tokenizer_free(make_spm(false)); /* fills spm_vocab */
+    const vocab_builder *v = &spm_vocab;
+    gbuf b = {0};
+    gb_put(&b, "GGUF", 4);
+    gb_u32(&b, 3);
+    gb_u64(&b, 0);
+    gb_u64(&b, drop_types ? 6 : 7);
+    gb_key(&b, "tokenizer.ggml.model", 8);
+    gb_str(&b, model);
+    gb_key(&b, "tokenizer.ggml.tokens", 9);
+    gb_u32(&b, 8);
+    gb_u64(&b, (uint64_t)v->n);
+    for (int i = 0; i < v->n; i++) gb_str(&b, v->text[i]);
+    gb_key(&b, "tokenizer.ggml.scores", 9);
+    gb_u32(&b, 6);
+    gb_u64(&b, (uint64_t)v->n - (bad_scores ? 1 : 0));
+    for (int i = 0; i < v->n - (bad_scores ? 1 : 0); i++) gb_put(&b, &v->scores[i], 4);
+    if (!drop_types) {
+        gb_key(&b, "tokenizer.ggml.token_type", 9);
+        gb_u32(&b, 5);
+        gb_u64(&b, (uint64_t)v->n);
+        for (int i = 0; i < v->n; i++) gb_put(&b, &v->types[i], 4);
+    }
+    gb_key(&b, "tokenizer.ggml.bos_token_id", 4);
+    gb_u32(&b, 1);
+    gb_key(&b, "tokenizer.ggml.eos_token_id", 4);
+    gb_u32(&b, 2);
+    gb_key(&b, "tokenizer.ggml.add_bos_token", 7);
+    gb_put(&b, "\x01", 1);
+    while (b.n % 32) gb_put(&b, "", 1);
+    return b;
+}
+
+static fi_status from_memory(gbuf *b, fi_tokenizer **t, fi_error *err) {
+    fi_gguf *g = NULL;
+    fi_status st = fi_gguf_open_memory(b->p, b->n, &g, err);
+    if (st != FI_OK) fail_msg("gguf: %s", err->msg);
+    st = fi_tokenizer_from_gguf(g, t, err);
+    fi_gguf_close(g);
+    return st;
+}
+
+static void test_spm_from_gguf(void **state) {
+    (void)state;
+    gbuf b = spm_gguf("llama", false, false);
+    fi_tokenizer *t = NULL;
+    fi_error err = {0};
+    if (from_memory(&b, &t, &err) != FI_OK) fail_msg("%s", err.msg);
+    const vocab_builder *v = &spm_vocab;
+    assert_int_equal(fi_tokenizer_kind_of(t), FI_TOKENIZER_SPM);
+    assert_true(fi_tokenizer_add_bos(t));
+    /* Same hand-worked result as test_spm_by_hand, with the BOS the file asks for; add_space_prefix
+     * defaults to on for SentencePiece files. */
+    EXPECT(t, "hello", true, false, 1, vb_id(v, "\xE2\x96\x81he"), vb_id(v, "llo"));
+    fi_tokenizer_free(t);
+    free(b.p);
+
+    b = spm_gguf("bert", false, false);
+    assert_int_equal(from_memory(&b, &t, &err), FI_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "bert"));
+    assert_non_null(strstr(err.msg, "gpt2"));
+    free(b.p);
+
+    b = spm_gguf("llama", false, true);
+    assert_int_equal(from_memory(&b, &t, &err), FI_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "tokenizer.ggml.scores"));
+    free(b.p);
+
+    /* gpt2 without merges is refused with the key named. */
+    b = spm_gguf("gpt2", true, false);
+    assert_int_equal(from_memory(&b, &t, &err), FI_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "tokenizer.ggml.merges"));
+    assert_null(t);
+    free(b.p);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Streaming detokenizer                                                     */
 /* ------------------------------------------------------------------------ */
 
@@ -510,7 +618,8 @@ static size_t random_utf8(fi_test_rng *rng, const bool has[256], char *out, size
 }
 
 /* Expected decoding of arbitrary bytes: a byte that does not start a lead + continuation sequence of
- * the right length reads as U+FFFD; bytes the vocabulary cannot spell vanish. */
+ * the right length reads as U+FFFD, a sequence reads as its code point (re-encoded in shortest form;
+ * beyond U+10FFFF: U+FFFD); bytes the vocabulary cannot spell vanish. */
 static size_t expected_from_bytes(const char *in, size_t n, const bool has[256], char *out) {
     size_t w = 0;
     for (size_t i = 0; i < n;) {
@@ -518,10 +627,17 @@ static size_t expected_from_bytes(const char *in, size_t n, const bool has[256],
         size_t len = c < 0x80 ? 1 : c >= 0xC0 && c < 0xE0 ? 2 : c >= 0xE0 && c < 0xF0 ? 3 : c >= 0xF0 && c < 0xF8 ? 4 : 0;
         bool ok = len > 0 && i + len <= n;
         for (size_t k = 1; ok && k < len; k++) ok = ((uint8_t)in[i + k] & 0xC0) == 0x80;
-        const char *src = ok ? in + i : "\xEF\xBF\xBD";
-        size_t m = ok ? len : 3;
+        uint32_t cp = 0xFFFD;
+        if (ok) {
+            static const uint8_t lead_mask[5] = {0, 0x7F, 0x1F, 0x0F, 0x07};
+            cp = c & lead_mask[len];
+            for (size_t k = 1; k < len; k++) cp = (cp << 6) | ((uint8_t)in[i + k] & 0x3F);
+            if (cp > 0x10FFFF) cp = 0xFFFD;
+        }
+        char ch[4];
+        size_t m = encode_cp(cp, ch);
         for (size_t k = 0; k < m; k++)
-            if (has[(uint8_t)src[k]]) out[w++] = src[k];
+            if (has[(uint8_t)ch[k]]) out[w++] = ch[k];
         i += ok ? len : 1;
     }
     return w;
@@ -578,6 +694,30 @@ static void test_real_model_round_trips(void **state) {
     fi_gguf_close(g);
 }
 
+/* Every pre-tokenizer on random bytes (invalid UTF-8, control characters, specials' text): decoding
+ * gives the input back with malformed bytes read as U+FFFD (the tiny vocabulary spells every byte). */
+static void test_all_pre_random_bytes(void **state) {
+    (void)state;
+    static const char *const pres[] = {"default", "gpt-2", "smollm", "llama-bpe", "dbrx", "qwen2", "gpt-4o"};
+    bool has[256];
+    for (int b = 0; b < 256; b++) has[b] = true;
+    fi_test_rng rng;
+    fi_test_rng_init(&rng, fi_test_seed("test_all_pre_random_bytes"));
+    static const char alphabet[] = "aZ9 \n\t'sS<|x|>[U].,\xC3\xA9\xE4\xB8\xAD\xF0\x9F\x98\x80\x80\xFF";
+    char buf[256], want[256 * 3];
+    for (size_t p = 0; p < sizeof pres / sizeof pres[0]; p++) {
+        fi_tokenizer *t = make_bpe(pres[p], false, false);
+        for (int iter = 0; iter < 300; iter++) {
+            size_t n = 1 + (size_t)fi_test_rng_int(&rng, 80);
+            for (size_t i = 0; i < n; i++)
+                buf[i] = iter % 2 ? (char)fi_test_rng_int(&rng, 256) : alphabet[fi_test_rng_int(&rng, sizeof alphabet - 1)];
+            size_t m = expected_from_bytes(buf, n, has, want);
+            stream_and_check_want(t, buf, n, want, m, false);
+        }
+        fi_tokenizer_free(t);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bpe_merges_by_hand),
@@ -586,7 +726,9 @@ int main(void) {
         cmocka_unit_test(test_bpe_pieces),
         cmocka_unit_test(test_unknown_pre_is_refused),
         cmocka_unit_test(test_spm_by_hand),
+        cmocka_unit_test(test_spm_from_gguf),
         cmocka_unit_test(test_detok_holds_partial_utf8),
+        cmocka_unit_test(test_all_pre_random_bytes),
         cmocka_unit_test(test_real_model_specials),
         cmocka_unit_test(test_real_model_round_trips),
     };

@@ -2,9 +2,10 @@
  *
  * Work item = (sequence b, unit of query heads sharing one KV head, query tile), and
  * optionally a split of its key tiles. A unit is the whole GQA group when the block
- * mask is the same for every head (the usual case), so a K/V tile is converted and
- * packed once and reused by all query rows of all heads of the group; rows are
- * ordered [head in group][query in tile]. Items are scheduled dynamically over
+ * mask is the same for every head (the usual case), so a K/V tile is read (and
+ * converted, for f16/bf16) once and used by all query rows of all heads of the group;
+ * rows are ordered [head in group][query in tile]. Scores are kept transposed (S^T),
+ * see flash_tile.h. Items are scheduled dynamically over
  * OpenMP threads, latest query tiles first (they have the most keys under causal
  * masks). Tiles never straddle two varlen sequences: each sequence is tiled on its own.
  * Design notes: docs/attention-cpu.md. */
@@ -22,8 +23,9 @@
 
 #define FI_FLASH_DEFAULT_BLOCK_Q 64
 #define FI_FLASH_DEFAULT_BLOCK_KV 64
-/* Fewer rows than this use the row-major QK kernel (no transposed K copy). */
-#define FI_FLASH_PACKED_MIN_ROWS 8
+/* Fewer rows than this use the row-major QK kernel (dot products per row) instead of
+ * the register-blocked one over Q^T, whose SIMD lanes would be mostly padding. */
+#define FI_FLASH_QT_MIN_ROWS 16
 
 typedef struct flash_item {
     int32_t b, unit, qb;
@@ -39,10 +41,10 @@ typedef struct flash_plan {
     const fi_attn_params *p;
     const fi_flash_tile_ops *ops;
     const fi_block_mask *bm; /* NULL: every tile is FULL */
-    int64_t bq, bkv, dimp, ldk;  /* ldk: key tile width padded (Kt / S row stride) */
+    int64_t bq, bkv, dimp;
     int64_t heads_per_unit, units_per_kv;
     int64_t max_q, max_kv, n_kv_blocks_max;
-    int64_t rows_max;
+    int64_t rows_max, rowsp_max; /* query rows per item, and padded to FI_FLASH_ROW_ALIGN */
     int splits, threads;
     bool interval_mask; /* PARTIAL tiles can use key_range instead of fi_mask_keep */
     flash_item *items;
@@ -51,7 +53,7 @@ typedef struct flash_plan {
 } flash_plan;
 
 typedef struct flash_scratch {
-    float *q, *o, *s, *k, *kt, *v, *m, *l, *alpha;
+    float *q, *qt, *o, *st, *k, *v, *m, *l, *alpha;
     int32_t *tiles; /* kv tile index, negative-1 encoded for PARTIAL: -(kb + 1) */
 } flash_scratch;
 
@@ -110,7 +112,10 @@ static fi_status plan_shape(flash_plan *pl, const fi_attn_params *p, fi_error *e
     if (bm) {
         if (bm->block_q < 1 || bm->block_kv < 1 || bm->q_len != pl->max_q || bm->kv_len != pl->max_kv ||
             bm->q_offset != pr->mask_in.q_offset || (bm->batch != 1 && bm->batch != pr->n_batch) ||
-            (bm->heads != 1 && bm->heads != pr->hq))
+            (bm->heads != 1 && bm->heads != pr->hq) ||
+            bm->n_q_blocks != (pl->max_q + bm->block_q - 1) / bm->block_q ||
+            bm->n_kv_blocks != (pl->max_kv + bm->block_kv - 1) / bm->block_kv || !bm->kv_num_blocks ||
+            !bm->kv_indices || !bm->full_kv_num_blocks || !bm->full_kv_indices)
             return fi_error_set(err, FI_ERR_INVALID,
                                 "block mask [%lld x %lld, q_offset %lld, batch %lld, heads %lld] does not "
                                 "match the problem [%lld x %lld, q_offset %lld, batch %lld, heads %lld]",
@@ -135,7 +140,8 @@ static fi_status plan_shape(flash_plan *pl, const fi_attn_params *p, fi_error *e
     pl->units_per_kv = per_head ? pr->group : 1;
     pl->n_kv_blocks_max = (pl->max_kv + pl->bkv - 1) / pl->bkv;
     pl->threads = resolve_threads(p);
-    if (p->num_splits < 0) return fi_error_set(err, FI_ERR_INVALID, "num_splits must be >= 0");
+    if (p->num_splits < 0 || p->num_splits > 4096)
+        return fi_error_set(err, FI_ERR_INVALID, "num_splits must be in [0, 4096] (got %d)", p->num_splits);
     return FI_OK;
 }
 
@@ -168,13 +174,16 @@ static int64_t list_tiles(const flash_plan *pl, int64_t b, int64_t h, int64_t qb
     }
     const int64_t row = fi_block_mask_row(bm, b, h, qb);
     const int32_t *part = bm->kv_indices + row * bm->n_kv_blocks, *full = bm->full_kv_indices + row * bm->n_kv_blocks;
-    const int32_t np = bm->kv_num_blocks[row], nf = bm->full_kv_num_blocks[row];
+    /* Counts are clamped and indices range-checked: a malformed list must not crash. */
+    const int32_t cap = (int32_t)bm->n_kv_blocks;
+    const int32_t np = bm->kv_num_blocks[row] < 0 ? 0 : bm->kv_num_blocks[row] > cap ? cap : bm->kv_num_blocks[row];
+    const int32_t nf = bm->full_kv_num_blocks[row] < 0 ? 0 : bm->full_kv_num_blocks[row] > cap ? cap : bm->full_kv_num_blocks[row];
     int32_t i = 0, k = 0;
     int64_t n = 0;
     while (i < np || k < nf) {
         const bool take_partial = k >= nf || (i < np && part[i] < full[k]);
         const int32_t kb = take_partial ? part[i++] : full[k++];
-        if (kb >= n_kv_blocks) continue;
+        if (kb < 0 || kb >= n_kv_blocks || n >= n_kv_blocks) continue;
         tiles[n++] = take_partial ? -(kb + 1) : kb;
     }
     return n;
@@ -218,43 +227,41 @@ static const float *kv_tile(const flash_plan *pl, bool is_v, int64_t b, int64_t 
     return dst;
 }
 
-static void transpose_tile(const float *k, int64_t ldsrc, int64_t nk, int64_t nkp, int64_t dimp, float *kt,
-                           int64_t ldk) {
-    /* 8 x 8 blocks keep both sides within a few cache lines. */
-    for (int64_t j0 = 0; j0 < nk; j0 += 8) {
-        const int64_t j1 = j0 + 8 < nk ? j0 + 8 : nk;
-        for (int64_t c0 = 0; c0 < dimp; c0 += 8)
-            for (int64_t c = c0; c < c0 + 8; c++)
-                for (int64_t j = j0; j < j1; j++) kt[c * ldk + j] = k[j * ldsrc + c];
-    }
-    for (int64_t c = 0; c < dimp; c++)
-        for (int64_t j = nk; j < nkp; j++) kt[c * ldk + j] = 0.0f;
-}
-
-/* Element-level masking and score mods on a score tile (after scaling). */
-static void apply_mask_and_mods(const flash_plan *pl, float *s, int64_t rows, int64_t nq, int64_t b,
-                                int64_t h0, int64_t q0, int64_t k0, int64_t nk, bool partial) {
+/* Element-level masking and score mods on an S^T tile (after scaling). */
+static void apply_mask_and_mods(const flash_plan *pl, float *st, int64_t lds, int64_t rows, int64_t nq,
+                                int64_t b, int64_t h0, int64_t q0, int64_t k0, int64_t nk, bool partial) {
     const fi_attn_params *p = pl->p;
     const fi_mask_inputs *in = &pl->pr.mask_in;
     for (int64_t r = 0; r < rows; r++) {
         const int64_t h = h0 + r / nq, qpos = in->q_offset + q0 + r % nq;
-        float *srow = s + r * pl->ldk;
+        float *col = st + r;
         if (partial && p->mask) {
             if (pl->interval_mask) {
                 key_range kr;
                 mask_interval(p->mask, qpos, &kr);
                 for (int64_t j = 0; j < nk; j++)
-                    if (k0 + j < kr.lo || k0 + j > kr.hi) srow[j] = -INFINITY;
+                    if (k0 + j < kr.lo || k0 + j > kr.hi) col[j * lds] = -INFINITY;
             } else {
                 for (int64_t j = 0; j < nk; j++)
-                    if (!fi_mask_keep(p->mask, in, b, h, qpos, k0 + j)) srow[j] = -INFINITY;
+                    if (!fi_mask_keep(p->mask, in, b, h, qpos, k0 + j)) col[j * lds] = -INFINITY;
             }
         }
         if (p->score_mod)
             for (int64_t j = 0; j < nk; j++)
-                if (srow[j] != -INFINITY)
-                    srow[j] = fi_score_mod_apply(p->score_mod, srow[j], b, h, pl->pr.hq, qpos, k0 + j);
+                if (col[j * lds] != -INFINITY)
+                    col[j * lds] = fi_score_mod_apply(p->score_mod, col[j * lds], b, h, pl->pr.hq, qpos, k0 + j);
     }
+}
+
+/* Asks for the K and V rows of a coming tile: decode is bound by memory latency and
+ * bandwidth, and the next tile's addresses are known (also across pages). */
+static void prefetch_tile(const flash_plan *pl, int64_t b, int64_t hkv, int64_t k0, int64_t nk) {
+    const int64_t bytes = pl->pr.dim * (int64_t)fi_dtype_size(pl->pr.kv_dtype);
+    for (int64_t j = 0; j < nk; j++)
+        for (int is_v = 0; is_v < 2; is_v++) {
+            const char *row = fi_attn_kv_row(&pl->pr, is_v, b, hkv, k0 + j);
+            for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 1);
+        }
 }
 
 static void run_item(const flash_plan *pl, const flash_item *it, int split, flash_scratch *sc) {
@@ -265,12 +272,23 @@ static void run_item(const flash_plan *pl, const flash_item *it, int split, flas
     const int64_t h0 = hkv * pr->group + (it->unit % pl->units_per_kv) * pl->heads_per_unit;
     const int64_t lq = fi_attn_q_len(pr, b), lk = fi_attn_kv_len(pr, b);
     const int64_t q0 = qb * pl->bq, nq = lq - q0 < pl->bq ? lq - q0 : pl->bq;
-    const int64_t rows = nq * pl->heads_per_unit, d = pr->dim, dimp = pl->dimp, ldk = pl->ldk;
+    const int64_t rows = nq * pl->heads_per_unit, d = pr->dim, dimp = pl->dimp;
+    const int64_t rowsp = round_up(rows, FI_FLASH_ROW_ALIGN), lds = rowsp;
+    const bool use_qt = rows >= FI_FLASH_QT_MIN_ROWS;
 
+    /* Q tile: converted and scaled once; transposed once when the Q^T kernel is used. */
     for (int64_t r = 0; r < rows; r++) {
         float *qrow = sc->q + r * dimp;
         ops->load_scaled(fi_attn_q_row(pr, b, h0 + r / nq, q0 + r % nq), pl->p->q.dtype, pr->scale, qrow, d);
         for (int64_t c = d; c < dimp; c++) qrow[c] = 0.0f;
+    }
+    if (use_qt)
+        for (int64_t c = 0; c < dimp; c++) {
+            float *dst = sc->qt + c * rowsp;
+            for (int64_t r = 0; r < rows; r++) dst[r] = sc->q[r * dimp + c];
+            for (int64_t r = rows; r < rowsp; r++) dst[r] = 0.0f;
+        }
+    for (int64_t r = 0; r < rowsp; r++) {
         sc->m[r] = -INFINITY;
         sc->l[r] = 0.0f;
     }
@@ -279,28 +297,29 @@ static void run_item(const flash_plan *pl, const flash_item *it, int split, flas
     const int64_t n_kv_blocks = (lk + pl->bkv - 1) / pl->bkv;
     const int64_t n_tiles = list_tiles(pl, b, h0, qb, n_kv_blocks, sc->tiles);
     const int64_t t0 = n_tiles * split / pl->splits, t1 = n_tiles * (split + 1) / pl->splits;
-    const bool packed = rows >= FI_FLASH_PACKED_MIN_ROWS;
     for (int64_t t = t0; t < t1; t++) {
         const bool partial = sc->tiles[t] < 0;
         const int64_t kb = partial ? -(int64_t)sc->tiles[t] - 1 : sc->tiles[t];
         const int64_t k0 = kb * pl->bkv, nk = lk - k0 < pl->bkv ? lk - k0 : pl->bkv;
-        const int64_t nkp = round_up(nk, FI_FLASH_KEY_ALIGN);
+        if (t + 1 < t1) {
+            const int64_t kn = sc->tiles[t + 1] < 0 ? -(int64_t)sc->tiles[t + 1] - 1 : sc->tiles[t + 1];
+            const int64_t k0n = kn * pl->bkv;
+            prefetch_tile(pl, b, hkv, k0n, lk - k0n < pl->bkv ? lk - k0n : pl->bkv);
+        }
         int64_t ld;
         const float *kk = kv_tile(pl, false, b, hkv, k0, nk, sc->k, &ld);
-        if (packed) {
-            transpose_tile(kk, ld, nk, nkp, dimp, sc->kt, ldk);
-            ops->qk_packed(sc->q, dimp, rows, sc->kt, ldk, nkp, dimp, sc->s, ldk);
+        if (use_qt) {
+            ops->qk(sc->qt, rowsp, rowsp, kk, ld, nk, dimp, sc->st, lds);
         } else {
-            ops->qk_rows(sc->q, dimp, rows, kk, ld, nk, dimp, sc->s, ldk);
+            ops->qk_rows(sc->q, dimp, rows, kk, ld, nk, dimp, sc->st, lds);
+            for (int64_t j = 0; j < nk; j++)
+                for (int64_t r = rows; r < rowsp; r++) sc->st[j * lds + r] = -INFINITY;
         }
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = nk; j < nkp; j++) sc->s[r * ldk + j] = -INFINITY;
-        if (partial || pl->p->score_mod) apply_mask_and_mods(pl, sc->s, rows, nq, b, h0, q0, k0, nk, partial);
-        ops->softmax(sc->s, ldk, rows, nkp, sc->m, sc->l, sc->alpha);
+        if (partial || pl->p->score_mod) apply_mask_and_mods(pl, sc->st, lds, rows, nq, b, h0, q0, k0, nk, partial);
+        ops->softmax(sc->st, lds, rowsp, nk, sc->m, sc->l, sc->alpha);
         const float *vv = kv_tile(pl, true, b, hkv, k0, nk, sc->v, &ld);
-        ops->pv(sc->s, ldk, rows, nk, vv, ld, dimp, sc->alpha, sc->o, dimp);
+        ops->pv(sc->st, lds, rows, nk, vv, ld, dimp, sc->alpha, sc->o, dimp);
     }
-
     /* Finalise: O / l and LSE = m + log l; a row that kept nothing gets O = 0, LSE = -inf. */
     for (int64_t r = 0; r < rows; r++) {
         const int64_t out_row = fi_attn_out_index(pr, b, h0 + r / nq, q0 + r % nq);
@@ -320,15 +339,16 @@ static void run_item(const flash_plan *pl, const flash_item *it, int split, flas
     }
 }
 
+/* Per-thread scratch, carved from one block (every piece a multiple of 16 floats). */
 static void scratch_layout(const flash_plan *pl, float *base, flash_scratch *sc) {
-    const int64_t R = pl->rows_max;
+    const int64_t R = pl->rowsp_max;
     float *f = base;
     sc->q = f, f += R * pl->dimp;
+    sc->qt = f, f += R * pl->dimp;
     sc->o = f, f += R * pl->dimp;
-    sc->s = f, f += R * pl->ldk;
-    sc->k = f, f += pl->ldk * pl->dimp;
-    sc->kt = f, f += pl->dimp * pl->ldk;
-    sc->v = f, f += pl->ldk * pl->dimp;
+    sc->st = f, f += R * pl->bkv;
+    sc->k = f, f += pl->bkv * pl->dimp;
+    sc->v = f, f += pl->bkv * pl->dimp;
     sc->m = f, f += R;
     sc->l = f, f += R;
     sc->alpha = f, f += R;
@@ -336,8 +356,8 @@ static void scratch_layout(const flash_plan *pl, float *base, flash_scratch *sc)
 }
 
 static int64_t scratch_floats(const flash_plan *pl) {
-    const int64_t R = pl->rows_max;
-    return R * pl->dimp * 2 + R * pl->ldk + 3 * pl->ldk * pl->dimp + 3 * R + pl->n_kv_blocks_max + 16;
+    const int64_t R = pl->rowsp_max;
+    return 3 * R * pl->dimp + R * pl->bkv + 2 * pl->bkv * pl->dimp + 3 * R + round_up(pl->n_kv_blocks_max + 1, 16);
 }
 
 fi_status fi_attn_forward(const fi_attn_params *p, fi_error *err) {
@@ -355,8 +375,8 @@ fi_status fi_attn_forward(const fi_attn_params *p, fi_error *err) {
     }
     pl.ops = fi_flash_tile_select();
     pl.dimp = round_up(pl.pr.dim, FI_FLASH_DIM_ALIGN);
-    pl.ldk = round_up(pl.bkv, FI_FLASH_KEY_ALIGN);
     pl.rows_max = pl.bq * pl.heads_per_unit;
+    pl.rowsp_max = round_up(pl.rows_max, FI_FLASH_ROW_ALIGN);
     pl.interval_mask = p->mask && mask_is_interval(p->mask);
     pl.n_items = count_items(&pl);
     pl.splits = p->num_splits > 0 ? p->num_splits

@@ -1,8 +1,12 @@
 /* Per-tile microkernels of the CPU flash attention (one set per SIMD level).
  *
- * Every buffer is f32 and padded by the driver: head dims to FI_FLASH_DIM_ALIGN with
- * zeros (so padded columns add nothing to dot products and produce zero outputs), key
- * counts of score rows to FI_FLASH_KEY_ALIGN (the driver sets padded scores to -inf).
+ * Layout. Scores are kept transposed, S^T[key][row] (rows contiguous), so that the
+ * query tile is transposed once per work item (Q^T[dim][row]) and K and V tiles are
+ * read row-major, in place when possible: no K transpose per tile. The online
+ * softmax then runs down the key axis with one SIMD lane per query row.
+ * Head dims are padded by the driver to FI_FLASH_DIM_ALIGN with zeros (padded columns
+ * add nothing to dot products and give zero outputs); row counts of Q^T and S^T to
+ * FI_FLASH_ROW_ALIGN (padded rows hold finite or -inf scores and are never stored).
  * The *_avx2 / *_avx512 variants may only be called after fi_cpu_simd_level() said so. */
 #ifndef FI_ATTN_FLASH_TILE_H
 #define FI_ATTN_FLASH_TILE_H
@@ -12,24 +16,25 @@
 #include "flexinfer.h"
 
 #define FI_FLASH_DIM_ALIGN 16
-#define FI_FLASH_KEY_ALIGN 16
+#define FI_FLASH_ROW_ALIGN 16
 
 typedef struct fi_flash_tile_ops {
-    /* S[r][j] = sum_c Q[r][c] * Kt[c][j] for r < rows, j < nkp (Kt: keys contiguous). */
-    void (*qk_packed)(const float *q, int64_t ldq, int64_t rows, const float *kt, int64_t ldkt,
-                      int64_t nkp, int64_t dimp, float *s, int64_t lds);
-    /* The same from row-major K (K[j][c]); better when there are only a few query rows
-     * (decode), since it needs no transposed copy of the tile. */
-    void (*qk_rows)(const float *q, int64_t ldq, int64_t rows, const float *k, int64_t ldk,
-                    int64_t nk, int64_t dimp, float *s, int64_t lds);
-    /* Online softmax step over one score tile, in place (S becomes P):
-     *   m_new = max(m, rowmax(S)); alpha = exp(m - m_new); P = exp(S - m_new);
-     *   l = l * alpha + rowsum(P); m = m_new.
-     * A row whose m_new is -inf (all keys so far masked) gets P = 0 and alpha = 1. */
-    void (*softmax)(float *s, int64_t lds, int64_t rows, int64_t nkp, float *m, float *l,
-                    float *alpha);
-    /* O[r] = alpha[r] * O[r] + sum_{j < nk} P[r][j] * V[j] over dimp columns. */
-    void (*pv)(const float *p, int64_t ldp, int64_t rows, int64_t nk, const float *v, int64_t ldv,
+    /* S^T[j][r] = sum_c Q^T[c][r] * K[j][c] for j < nk and r < rowsp (a multiple of
+     * FI_FLASH_ROW_ALIGN); Q^T is [dimp][ldqt], K row-major [nk][ldk]. */
+    void (*qk)(const float *qt, int64_t ldqt, int64_t rowsp, const float *k, int64_t ldk, int64_t nk,
+               int64_t dimp, float *st, int64_t lds);
+    /* The same from row-major Q [rows][ldq] for a few rows (decode): dot products
+     * reduced horizontally; writes S^T[j][r] for r < rows only. */
+    void (*qk_rows)(const float *q, int64_t ldq, int64_t rows, const float *k, int64_t ldk, int64_t nk,
+                    int64_t dimp, float *st, int64_t lds);
+    /* Online softmax step over one S^T tile, in place (S^T becomes P^T), rows r < rowsp:
+     *   m_new = max(m, max_j S[j][r]); alpha = exp(m - m_new); P = exp(S - m_new);
+     *   l = l * alpha + sum_j P; m = m_new.
+     * While m_new is -inf (no key kept yet) P = 0 and alpha = 0 (O and l are 0 then):
+     * the exponent uses 0 in place of -inf, so -inf - -inf never happens. */
+    void (*softmax)(float *st, int64_t lds, int64_t rowsp, int64_t nk, float *m, float *l, float *alpha);
+    /* O[r] = alpha[r] * O[r] + sum_{j < nk} P^T[j][r] * V[j] over dimp columns, r < rows. */
+    void (*pv)(const float *pt, int64_t ldp, int64_t rows, int64_t nk, const float *v, int64_t ldv,
                int64_t dimp, const float *alpha, float *o, int64_t ldo);
     /* dst[i] = scale * src[i] for i < n, converting from the input type. */
     void (*load_scaled)(const void *src, fi_dtype t, float scale, float *dst, int64_t n);

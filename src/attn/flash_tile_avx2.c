@@ -1,12 +1,15 @@
 /* AVX2 + FMA microkernels (16 ymm registers). Register blocking:
- *   QK^T (packed K^T): 4 query rows x 16 keys = 8 ymm accumulators.
- *   QK^T (row-major K, few rows): one key against up to 4 rows, reduced horizontally.
- *   P.V: 4 rows x 16 output columns = 8 ymm accumulators, seeded with alpha * O.
+ *   S^T = K Q^T: 6 keys x 16 query rows = 12 ymm accumulators.
+ *   QK (row-major Q, few rows, decode): 16 keys transposed once, x 4 rows = 8 accumulators
+ *   (flash_tile_rows_avx2.h; same FMA chain per score as the Q^T kernel).
+ *   softmax: 8 rows per ymm, down the key axis.
+ *   P.V: 6 rows x 16 output columns = 12 ymm accumulators, seeded with alpha * O.
  * exp uses the same polynomial as the AVX-512 path (see flash_tile_avx512.c). */
 #include <immintrin.h>
 #include <math.h>
 
 #include "attn/flash_tile.h"
+#include "attn/flash_tile_rows_avx2.h"
 #include "core/dtype.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -33,111 +36,78 @@ ALWAYS_INLINE __m256 exp256(__m256 x) {
     return _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
-ALWAYS_INLINE float hsum256(__m256 v) {
-    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_add_ss(x, _mm_movehdup_ps(x));
-    return _mm_cvtss_f32(x);
-}
-
-ALWAYS_INLINE float hmax256(__m256 v) {
-    __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
-    x = _mm_max_ss(x, _mm_movehdup_ps(x));
-    return _mm_cvtss_f32(x);
-}
-
-ALWAYS_INLINE void qk_block(const float *q, int64_t ldq, const int nr, const float *kt, int64_t ldkt,
-                            int64_t dimp, float *s, int64_t lds) {
-    __m256 acc[4][2];
-    #pragma GCC unroll 16
-    for (int r = 0; r < nr; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+/* S^T[j0 + kk][r0 .. r0 + 15] for nkk <= 6 keys: 12 accumulators + 2 Q^T vectors + 1
+ * broadcast = 15 of the 16 ymm registers; per head-dim step 2 loads and nkk broadcasts
+ * feed 2 nkk FMAs, and 12 independent chains cover the FMA latency (4 cycles x 2 pipes).
+ * Each score is one FMA chain over c = 0 .. dimp - 1 whatever nkk is (row invariance,
+ * see flash_tile_rows_avx2.h). */
+ALWAYS_INLINE void qk_block(const float *qt, int64_t ldqt, const float *k, int64_t ldk, const int nkk,
+                            int64_t dimp, float *st, int64_t lds) {
+    __m256 acc[6][2];
+#pragma GCC unroll 16
+    for (int kk = 0; kk < nkk; kk++) acc[kk][0] = acc[kk][1] = _mm256_setzero_ps();
     for (int64_t c = 0; c < dimp; c++) {
-        const __m256 k0 = _mm256_loadu_ps(kt + c * ldkt), k1 = _mm256_loadu_ps(kt + c * ldkt + 8);
-        #pragma GCC unroll 16
-        for (int r = 0; r < nr; r++) {
-            const __m256 b = _mm256_broadcast_ss(q + r * ldq + c);
-            acc[r][0] = _mm256_fmadd_ps(b, k0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(b, k1, acc[r][1]);
+        const __m256 q0 = _mm256_loadu_ps(qt + c * ldqt), q1 = _mm256_loadu_ps(qt + c * ldqt + 8);
+#pragma GCC unroll 16
+        for (int kk = 0; kk < nkk; kk++) {
+            const __m256 b = _mm256_broadcast_ss(k + kk * ldk + c);
+            acc[kk][0] = _mm256_fmadd_ps(b, q0, acc[kk][0]);
+            acc[kk][1] = _mm256_fmadd_ps(b, q1, acc[kk][1]);
         }
     }
-    #pragma GCC unroll 16
-    for (int r = 0; r < nr; r++) {
-        _mm256_storeu_ps(s + r * lds, acc[r][0]);
-        _mm256_storeu_ps(s + r * lds + 8, acc[r][1]);
+#pragma GCC unroll 16
+    for (int kk = 0; kk < nkk; kk++) {
+        _mm256_storeu_ps(st + kk * lds, acc[kk][0]);
+        _mm256_storeu_ps(st + kk * lds + 8, acc[kk][1]);
     }
 }
 
-static void qk_packed(const float *q, int64_t ldq, int64_t rows, const float *kt, int64_t ldkt,
-                      int64_t nkp, int64_t dimp, float *s, int64_t lds) {
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4)
-        for (int64_t j = 0; j < nkp; j += 16) qk_block(q + r * ldq, ldq, 4, kt + j, ldkt, dimp, s + r * lds + j, lds);
-    for (; r < rows; r++)
-        for (int64_t j = 0; j < nkp; j += 16) qk_block(q + r * ldq, ldq, 1, kt + j, ldkt, dimp, s + r * lds + j, lds);
-}
-
-ALWAYS_INLINE void qk_rows_block(const float *q, int64_t ldq, const int nr, const float *k, int64_t ldk,
-                                 int64_t nk, int64_t dimp, float *s, int64_t lds) {
-    for (int64_t j = 0; j < nk; j++) {
-        __m256 acc[4];
-        #pragma GCC unroll 16
-        for (int r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps();
-        const float *krow = k + j * ldk;
-        for (int64_t c = 0; c < dimp; c += 8) {
-            const __m256 kv = _mm256_loadu_ps(krow + c);
-            #pragma GCC unroll 16
-            for (int r = 0; r < nr; r++) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * ldq + c), kv, acc[r]);
-        }
-        #pragma GCC unroll 16
-        for (int r = 0; r < nr; r++) s[r * lds + j] = hsum256(acc[r]);
-    }
-}
-
-static void qk_rows(const float *q, int64_t ldq, int64_t rows, const float *k, int64_t ldk,
-                    int64_t nk, int64_t dimp, float *s, int64_t lds) {
-    for (int64_t r = 0; r < rows; r += 4) {
-        const float *qr = q + r * ldq;
-        float *sr = s + r * lds;
-        switch (rows - r >= 4 ? 4 : rows - r) {
-        case 4: qk_rows_block(qr, ldq, 4, k, ldk, nk, dimp, sr, lds); break;
-        case 3: qk_rows_block(qr, ldq, 3, k, ldk, nk, dimp, sr, lds); break;
-        case 2: qk_rows_block(qr, ldq, 2, k, ldk, nk, dimp, sr, lds); break;
-        default: qk_rows_block(qr, ldq, 1, k, ldk, nk, dimp, sr, lds); break;
+static void qk(const float *qt, int64_t ldqt, int64_t rowsp, const float *k, int64_t ldk, int64_t nk,
+               int64_t dimp, float *st, int64_t lds) {
+    for (int64_t r = 0; r < rowsp; r += 16) {
+        int64_t j = 0;
+        for (; j + 6 <= nk; j += 6) qk_block(qt + r, ldqt, k + j * ldk, ldk, 6, dimp, st + j * lds + r, lds);
+        const float *kj = k + j * ldk;
+        float *sj = st + j * lds + r;
+        switch (nk - j) {
+        case 5: qk_block(qt + r, ldqt, kj, ldk, 5, dimp, sj, lds); break;
+        case 4: qk_block(qt + r, ldqt, kj, ldk, 4, dimp, sj, lds); break;
+        case 3: qk_block(qt + r, ldqt, kj, ldk, 3, dimp, sj, lds); break;
+        case 2: qk_block(qt + r, ldqt, kj, ldk, 2, dimp, sj, lds); break;
+        case 1: qk_block(qt + r, ldqt, kj, ldk, 1, dimp, sj, lds); break;
+        default: break;
         }
     }
 }
 
-static void softmax(float *s, int64_t lds, int64_t rows, int64_t nkp, float *m, float *l,
-                    float *alpha) {
-    for (int64_t r = 0; r < rows; r++) {
-        float *srow = s + r * lds;
-        __m256 vmax = _mm256_set1_ps(m[r]);
-        for (int64_t j = 0; j < nkp; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(srow + j));
-        const float mx = hmax256(vmax);
-        if (mx == -INFINITY) { /* nothing kept yet: avoid -inf - -inf */
-            for (int64_t j = 0; j < nkp; j += 8) _mm256_storeu_ps(srow + j, _mm256_setzero_ps());
-            alpha[r] = 1.0f;
-            continue;
+static void softmax(float *st, int64_t lds, int64_t rowsp, int64_t nk, float *m, float *l, float *alpha) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    for (int64_t r = 0; r < rowsp; r += 8) {
+        const __m256 mo = _mm256_loadu_ps(m + r);
+        __m256 mx = mo;
+        for (int64_t j = 0; j < nk; j++) mx = _mm256_max_ps(mx, _mm256_loadu_ps(st + j * lds + r));
+        /* Rows with nothing kept yet use 0 in the exponent: exp(-inf - 0) = 0. */
+        const __m256 ms = _mm256_blendv_ps(mx, _mm256_setzero_ps(), _mm256_cmp_ps(mx, ninf, _CMP_EQ_OQ));
+        __m256 sum = _mm256_setzero_ps();
+        for (int64_t j = 0; j < nk; j++) {
+            const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(st + j * lds + r), ms));
+            _mm256_storeu_ps(st + j * lds + r, e);
+            sum = _mm256_add_ps(sum, e);
         }
-        const __m256 vm = _mm256_set1_ps(mx);
-        __m256 vsum = _mm256_setzero_ps();
-        for (int64_t j = 0; j < nkp; j += 8) {
-            const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(srow + j), vm));
-            _mm256_storeu_ps(srow + j, e);
-            vsum = _mm256_add_ps(vsum, e);
-        }
-        const float a = m[r] == mx ? 1.0f : expf(m[r] - mx);
-        alpha[r] = a;
-        l[r] = l[r] * a + hsum256(vsum);
-        m[r] = mx;
+        const __m256 a = exp256(_mm256_sub_ps(mo, ms));
+        _mm256_storeu_ps(alpha + r, a);
+        _mm256_storeu_ps(l + r, _mm256_fmadd_ps(_mm256_loadu_ps(l + r), a, sum));
+        _mm256_storeu_ps(m + r, mx);
     }
 }
 
-ALWAYS_INLINE void pv_block(const float *p, int64_t ldp, const int nr, int64_t nk, const float *v,
+/* O rows r .. r + nr - 1 (nr <= 6), 16 columns: 12 accumulators seeded with alpha * O,
+ * 2 V loads and nr broadcasts of P per key. The chain per output element (alpha * O,
+ * then one FMA per key in key order) is the same for every nr (row invariance). */
+ALWAYS_INLINE void pv_block(const float *pt, int64_t ldp, const int nr, int64_t nk, const float *v,
                             int64_t ldv, const float *alpha, float *o, int64_t ldo) {
-    __m256 acc[4][2];
-    #pragma GCC unroll 16
+    __m256 acc[6][2];
+#pragma GCC unroll 16
     for (int r = 0; r < nr; r++) {
         const __m256 a = _mm256_set1_ps(alpha[r]);
         acc[r][0] = _mm256_mul_ps(a, _mm256_loadu_ps(o + r * ldo));
@@ -145,27 +115,40 @@ ALWAYS_INLINE void pv_block(const float *p, int64_t ldp, const int nr, int64_t n
     }
     for (int64_t j = 0; j < nk; j++) {
         const __m256 v0 = _mm256_loadu_ps(v + j * ldv), v1 = _mm256_loadu_ps(v + j * ldv + 8);
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int r = 0; r < nr; r++) {
-            const __m256 b = _mm256_broadcast_ss(p + r * ldp + j);
+            const __m256 b = _mm256_broadcast_ss(pt + j * ldp + r);
             acc[r][0] = _mm256_fmadd_ps(b, v0, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(b, v1, acc[r][1]);
         }
     }
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < nr; r++) {
         _mm256_storeu_ps(o + r * ldo, acc[r][0]);
         _mm256_storeu_ps(o + r * ldo + 8, acc[r][1]);
     }
 }
 
-static void pv(const float *p, int64_t ldp, int64_t rows, int64_t nk, const float *v, int64_t ldv,
+ALWAYS_INLINE void pv_rows(const float *pt, int64_t ldp, const int nr, int64_t nk, const float *v, int64_t ldv,
+                           int64_t dimp, const float *alpha, float *o, int64_t ldo) {
+    for (int64_t c = 0; c < dimp; c += 16) pv_block(pt, ldp, nr, nk, v + c, ldv, alpha, o + c, ldo);
+}
+
+static void pv(const float *pt, int64_t ldp, int64_t rows, int64_t nk, const float *v, int64_t ldv,
                int64_t dimp, const float *alpha, float *o, int64_t ldo) {
     int64_t r = 0;
-    for (; r + 4 <= rows; r += 4)
-        for (int64_t c = 0; c < dimp; c += 16) pv_block(p + r * ldp, ldp, 4, nk, v + c, ldv, alpha + r, o + r * ldo + c, ldo);
-    for (; r < rows; r++)
-        for (int64_t c = 0; c < dimp; c += 16) pv_block(p + r * ldp, ldp, 1, nk, v + c, ldv, alpha + r, o + r * ldo + c, ldo);
+    for (; r + 6 <= rows; r += 6) pv_rows(pt + r, ldp, 6, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo);
+    const float *pr = pt + r;
+    const float *ar = alpha + r;
+    float *orow = o + r * ldo;
+    switch (rows - r) {
+    case 5: pv_rows(pr, ldp, 5, nk, v, ldv, dimp, ar, orow, ldo); break;
+    case 4: pv_rows(pr, ldp, 4, nk, v, ldv, dimp, ar, orow, ldo); break;
+    case 3: pv_rows(pr, ldp, 3, nk, v, ldv, dimp, ar, orow, ldo); break;
+    case 2: pv_rows(pr, ldp, 2, nk, v, ldv, dimp, ar, orow, ldo); break;
+    case 1: pv_rows(pr, ldp, 1, nk, v, ldv, dimp, ar, orow, ldo); break;
+    default: break;
+    }
 }
 
 static void load_scaled(const void *src, fi_dtype t, float scale, float *dst, int64_t n) {
@@ -191,5 +174,5 @@ static void load_scaled(const void *src, fi_dtype t, float scale, float *dst, in
 }
 
 const fi_flash_tile_ops fi_flash_tile_avx2 = {
-    .qk_packed = qk_packed, .qk_rows = qk_rows, .softmax = softmax, .pv = pv,
+    .qk = qk, .qk_rows = fi_rows_qk, .softmax = softmax, .pv = pv,
     .load_scaled = load_scaled};

@@ -1,13 +1,16 @@
 /* AVX-512 microkernels. Register blocking:
- *   QK^T (packed K^T): 8 query rows x 32 keys = 16 zmm accumulators; per head-dim step
- *   two key vectors are loaded and each query element is broadcast once.
- *   QK^T (row-major K, few rows): one key against up to 4 rows, reduced horizontally.
+ *   S^T = K Q^T: 8 keys x 32 query rows = 16 zmm accumulators; per head-dim step two
+ *   Q^T vectors are loaded and each key element is broadcast once.
+ *   QK (row-major Q, few rows, decode): the AVX2 kernel of flash_tile_rows_avx2.h, whose
+ *   scores are bitwise those of the Q^T kernel (row invariance).
+ *   softmax: 16 rows per zmm, down the key axis.
  *   P.V: 4 rows x 64 output columns = 16 zmm accumulators, seeded with alpha * O.
  * exp is the polynomial of fi_flash_exp512 below. */
 #include <immintrin.h>
 #include <math.h>
 
 #include "attn/flash_tile.h"
+#include "attn/flash_tile_rows_avx2.h"
 #include "core/dtype.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -36,145 +39,111 @@ ALWAYS_INLINE __m512 fi_flash_exp512(__m512 x) {
     return _mm512_maskz_mul_ps(keep, p, _mm512_castsi512_ps(e));
 }
 
-ALWAYS_INLINE void qk_block(const float *q, int64_t ldq, const int nr, const int nz, const float *kt,
-                            int64_t ldkt, int64_t dimp, float *s, int64_t lds) {
+/* S^T[j0 + kk][r0 + 16 z] for nkk keys x nz row vectors; K elements broadcast, Q^T loaded. */
+ALWAYS_INLINE void qk_block(const float *qt, int64_t ldqt, const int nz, const float *k, int64_t ldk,
+                            const int nkk, int64_t dimp, float *st, int64_t lds) {
     __m512 acc[8][2];
-    #pragma GCC unroll 16
-    for (int r = 0; r < nr; r++)
-        #pragma GCC unroll 16
-        for (int z = 0; z < nz; z++) acc[r][z] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int kk = 0; kk < nkk; kk++)
+#pragma GCC unroll 16
+        for (int z = 0; z < nz; z++) acc[kk][z] = _mm512_setzero_ps();
     for (int64_t c = 0; c < dimp; c++) {
-        __m512 k[2];
-        #pragma GCC unroll 16
-        for (int z = 0; z < nz; z++) k[z] = _mm512_loadu_ps(kt + c * ldkt + 16 * z);
-        #pragma GCC unroll 16
-        for (int r = 0; r < nr; r++) {
-            const __m512 b = _mm512_set1_ps(q[r * ldq + c]);
-            #pragma GCC unroll 16
-            for (int z = 0; z < nz; z++) acc[r][z] = _mm512_fmadd_ps(b, k[z], acc[r][z]);
+        __m512 qv[2];
+#pragma GCC unroll 16
+        for (int z = 0; z < nz; z++) qv[z] = _mm512_loadu_ps(qt + c * ldqt + 16 * z);
+#pragma GCC unroll 16
+        for (int kk = 0; kk < nkk; kk++) {
+            const __m512 b = _mm512_set1_ps(k[kk * ldk + c]);
+#pragma GCC unroll 16
+            for (int z = 0; z < nz; z++) acc[kk][z] = _mm512_fmadd_ps(b, qv[z], acc[kk][z]);
         }
     }
-    #pragma GCC unroll 16
-    for (int r = 0; r < nr; r++)
-        #pragma GCC unroll 16
-        for (int z = 0; z < nz; z++) _mm512_storeu_ps(s + r * lds + 16 * z, acc[r][z]);
+#pragma GCC unroll 16
+    for (int kk = 0; kk < nkk; kk++)
+#pragma GCC unroll 16
+        for (int z = 0; z < nz; z++) _mm512_storeu_ps(st + kk * lds + 16 * z, acc[kk][z]);
 }
 
-static void qk_packed(const float *q, int64_t ldq, int64_t rows, const float *kt, int64_t ldkt,
-                      int64_t nkp, int64_t dimp, float *s, int64_t lds) {
-    int64_t r = 0;
-    for (; r + 8 <= rows; r += 8) {
+static void qk(const float *qt, int64_t ldqt, int64_t rowsp, const float *k, int64_t ldk, int64_t nk,
+               int64_t dimp, float *st, int64_t lds) {
+    for (int64_t r = 0; r < rowsp; r += 32) {
+        const bool two = rowsp - r >= 32;
         int64_t j = 0;
-        for (; j + 32 <= nkp; j += 32) qk_block(q + r * ldq, ldq, 8, 2, kt + j, ldkt, dimp, s + r * lds + j, lds);
-        if (j < nkp) qk_block(q + r * ldq, ldq, 8, 1, kt + j, ldkt, dimp, s + r * lds + j, lds);
-    }
-    for (; r < rows; r++) {
-        int64_t j = 0;
-        for (; j + 32 <= nkp; j += 32) qk_block(q + r * ldq, ldq, 1, 2, kt + j, ldkt, dimp, s + r * lds + j, lds);
-        if (j < nkp) qk_block(q + r * ldq, ldq, 1, 1, kt + j, ldkt, dimp, s + r * lds + j, lds);
-    }
-}
-
-ALWAYS_INLINE void qk_rows_block(const float *q, int64_t ldq, const int nr, const float *k, int64_t ldk,
-                                 int64_t nk, int64_t dimp, float *s, int64_t lds) {
-    for (int64_t j = 0; j < nk; j++) {
-        __m512 acc[4];
-        #pragma GCC unroll 16
-        for (int r = 0; r < nr; r++) acc[r] = _mm512_setzero_ps();
-        const float *krow = k + j * ldk;
-        for (int64_t c = 0; c < dimp; c += 16) {
-            const __m512 kv = _mm512_loadu_ps(krow + c);
-            #pragma GCC unroll 16
-            for (int r = 0; r < nr; r++) acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(q + r * ldq + c), kv, acc[r]);
+        for (; j + 8 <= nk; j += 8) {
+            if (two) qk_block(qt + r, ldqt, 2, k + j * ldk, ldk, 8, dimp, st + j * lds + r, lds);
+            else qk_block(qt + r, ldqt, 1, k + j * ldk, ldk, 8, dimp, st + j * lds + r, lds);
         }
-        #pragma GCC unroll 16
-        for (int r = 0; r < nr; r++) s[r * lds + j] = _mm512_reduce_add_ps(acc[r]);
-    }
-}
-
-static void qk_rows(const float *q, int64_t ldq, int64_t rows, const float *k, int64_t ldk,
-                    int64_t nk, int64_t dimp, float *s, int64_t lds) {
-    for (int64_t r = 0; r < rows; r += 4) {
-        const float *qr = q + r * ldq;
-        float *sr = s + r * lds;
-        switch (rows - r >= 4 ? 4 : rows - r) {
-        case 4: qk_rows_block(qr, ldq, 4, k, ldk, nk, dimp, sr, lds); break;
-        case 3: qk_rows_block(qr, ldq, 3, k, ldk, nk, dimp, sr, lds); break;
-        case 2: qk_rows_block(qr, ldq, 2, k, ldk, nk, dimp, sr, lds); break;
-        default: qk_rows_block(qr, ldq, 1, k, ldk, nk, dimp, sr, lds); break;
+        for (; j < nk; j++) {
+            if (two) qk_block(qt + r, ldqt, 2, k + j * ldk, ldk, 1, dimp, st + j * lds + r, lds);
+            else qk_block(qt + r, ldqt, 1, k + j * ldk, ldk, 1, dimp, st + j * lds + r, lds);
         }
     }
 }
 
-static void softmax(float *s, int64_t lds, int64_t rows, int64_t nkp, float *m, float *l,
-                    float *alpha) {
-    for (int64_t r = 0; r < rows; r++) {
-        float *srow = s + r * lds;
-        __m512 vmax = _mm512_set1_ps(m[r]);
-        for (int64_t j = 0; j < nkp; j += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(srow + j));
-        const float mx = _mm512_reduce_max_ps(vmax);
-        if (mx == -INFINITY) { /* nothing kept yet: avoid -inf - -inf */
-            for (int64_t j = 0; j < nkp; j += 16) _mm512_storeu_ps(srow + j, _mm512_setzero_ps());
-            alpha[r] = 1.0f;
-            continue;
+static void softmax(float *st, int64_t lds, int64_t rowsp, int64_t nk, float *m, float *l, float *alpha) {
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int64_t r = 0; r < rowsp; r += 16) {
+        const __m512 mo = _mm512_loadu_ps(m + r);
+        __m512 mx = mo;
+        for (int64_t j = 0; j < nk; j++) mx = _mm512_max_ps(mx, _mm512_loadu_ps(st + j * lds + r));
+        /* Rows with nothing kept yet use 0 in the exponent: exp(-inf - 0) = 0. */
+        const __m512 ms = _mm512_mask_mov_ps(mx, _mm512_cmp_ps_mask(mx, ninf, _CMP_EQ_OQ), _mm512_setzero_ps());
+        __m512 sum = _mm512_setzero_ps();
+        for (int64_t j = 0; j < nk; j++) {
+            const __m512 e = fi_flash_exp512(_mm512_sub_ps(_mm512_loadu_ps(st + j * lds + r), ms));
+            _mm512_storeu_ps(st + j * lds + r, e);
+            sum = _mm512_add_ps(sum, e);
         }
-        const __m512 vm = _mm512_set1_ps(mx);
-        __m512 vsum = _mm512_setzero_ps();
-        for (int64_t j = 0; j < nkp; j += 16) {
-            const __m512 e = fi_flash_exp512(_mm512_sub_ps(_mm512_loadu_ps(srow + j), vm));
-            _mm512_storeu_ps(srow + j, e);
-            vsum = _mm512_add_ps(vsum, e);
-        }
-        const float a = m[r] == mx ? 1.0f : expf(m[r] - mx);
-        alpha[r] = a;
-        l[r] = l[r] * a + _mm512_reduce_add_ps(vsum);
-        m[r] = mx;
+        const __m512 a = fi_flash_exp512(_mm512_sub_ps(mo, ms));
+        _mm512_storeu_ps(alpha + r, a);
+        _mm512_storeu_ps(l + r, _mm512_fmadd_ps(_mm512_loadu_ps(l + r), a, sum));
+        _mm512_storeu_ps(m + r, mx);
     }
 }
 
-ALWAYS_INLINE void pv_block(const float *p, int64_t ldp, const int nr, int64_t nk, const float *v,
+ALWAYS_INLINE void pv_block(const float *pt, int64_t ldp, const int nr, int64_t nk, const float *v,
                             int64_t ldv, const int nz, const float *alpha, float *o, int64_t ldo) {
     __m512 acc[4][4];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < nr; r++) {
         const __m512 a = _mm512_set1_ps(alpha[r]);
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int z = 0; z < nz; z++) acc[r][z] = _mm512_mul_ps(a, _mm512_loadu_ps(o + r * ldo + 16 * z));
     }
     for (int64_t j = 0; j < nk; j++) {
         __m512 vv[4];
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int z = 0; z < nz; z++) vv[z] = _mm512_loadu_ps(v + j * ldv + 16 * z);
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int r = 0; r < nr; r++) {
-            const __m512 b = _mm512_set1_ps(p[r * ldp + j]);
-            #pragma GCC unroll 16
+            const __m512 b = _mm512_set1_ps(pt[j * ldp + r]);
+#pragma GCC unroll 16
             for (int z = 0; z < nz; z++) acc[r][z] = _mm512_fmadd_ps(b, vv[z], acc[r][z]);
         }
     }
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < nr; r++)
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int z = 0; z < nz; z++) _mm512_storeu_ps(o + r * ldo + 16 * z, acc[r][z]);
 }
 
-ALWAYS_INLINE void pv_rows(const float *p, int64_t ldp, const int nr, int64_t nk, const float *v,
+ALWAYS_INLINE void pv_rows(const float *pt, int64_t ldp, const int nr, int64_t nk, const float *v,
                            int64_t ldv, int64_t dimp, const float *alpha, float *o, int64_t ldo) {
     int64_t c = 0;
-    for (; c + 64 <= dimp; c += 64) pv_block(p, ldp, nr, nk, v + c, ldv, 4, alpha, o + c, ldo);
+    for (; c + 64 <= dimp; c += 64) pv_block(pt, ldp, nr, nk, v + c, ldv, 4, alpha, o + c, ldo);
     switch ((dimp - c) / 16) {
-    case 3: pv_block(p, ldp, nr, nk, v + c, ldv, 3, alpha, o + c, ldo); break;
-    case 2: pv_block(p, ldp, nr, nk, v + c, ldv, 2, alpha, o + c, ldo); break;
-    case 1: pv_block(p, ldp, nr, nk, v + c, ldv, 1, alpha, o + c, ldo); break;
+    case 3: pv_block(pt, ldp, nr, nk, v + c, ldv, 3, alpha, o + c, ldo); break;
+    case 2: pv_block(pt, ldp, nr, nk, v + c, ldv, 2, alpha, o + c, ldo); break;
+    case 1: pv_block(pt, ldp, nr, nk, v + c, ldv, 1, alpha, o + c, ldo); break;
     default: break;
     }
 }
 
-static void pv(const float *p, int64_t ldp, int64_t rows, int64_t nk, const float *v, int64_t ldv,
+static void pv(const float *pt, int64_t ldp, int64_t rows, int64_t nk, const float *v, int64_t ldv,
                int64_t dimp, const float *alpha, float *o, int64_t ldo) {
     int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) pv_rows(p + r * ldp, ldp, 4, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo);
-    for (; r < rows; r++) pv_rows(p + r * ldp, ldp, 1, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo);
+    for (; r + 4 <= rows; r += 4) pv_rows(pt + r, ldp, 4, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo);
+    for (; r < rows; r++) pv_rows(pt + r, ldp, 1, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo);
 }
 
 static void load_scaled(const void *src, fi_dtype t, float scale, float *dst, int64_t n) {
@@ -200,5 +169,5 @@ static void load_scaled(const void *src, fi_dtype t, float scale, float *dst, in
 }
 
 const fi_flash_tile_ops fi_flash_tile_avx512 = {
-    .qk_packed = qk_packed, .qk_rows = qk_rows, .softmax = softmax, .pv = pv,
+    .qk = qk, .qk_rows = fi_rows_qk, .softmax = softmax, .pv = pv,
     .load_scaled = load_scaled};

@@ -6,60 +6,55 @@
 #include "core/cpu.h"
 #include "core/dtype.h"
 
-static void qk_packed(const float *q, int64_t ldq, int64_t rows, const float *kt, int64_t ldkt,
-                      int64_t nkp, int64_t dimp, float *s, int64_t lds) {
-    for (int64_t r = 0; r < rows; r++) {
-        float *srow = s + r * lds;
-        for (int64_t j = 0; j < nkp; j++) srow[j] = 0.0f;
+static void qk(const float *qt, int64_t ldqt, int64_t rowsp, const float *k, int64_t ldk, int64_t nk,
+               int64_t dimp, float *st, int64_t lds) {
+    for (int64_t j = 0; j < nk; j++) {
+        float *srow = st + j * lds;
+        for (int64_t r = 0; r < rowsp; r++) srow[r] = 0.0f;
         for (int64_t c = 0; c < dimp; c++) {
-            const float qc = q[r * ldq + c];
-            const float *krow = kt + c * ldkt;
-            for (int64_t j = 0; j < nkp; j++) srow[j] += qc * krow[j];
+            const float kc = k[j * ldk + c];
+            const float *qrow = qt + c * ldqt;
+            for (int64_t r = 0; r < rowsp; r++) srow[r] += kc * qrow[r];
         }
     }
 }
 
-static void qk_rows(const float *q, int64_t ldq, int64_t rows, const float *k, int64_t ldk,
-                    int64_t nk, int64_t dimp, float *s, int64_t lds) {
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < nk; j++) {
+static void qk_rows(const float *q, int64_t ldq, int64_t rows, const float *k, int64_t ldk, int64_t nk,
+                    int64_t dimp, float *st, int64_t lds) {
+    for (int64_t j = 0; j < nk; j++)
+        for (int64_t r = 0; r < rows; r++) {
             float acc = 0.0f;
             for (int64_t c = 0; c < dimp; c++) acc += q[r * ldq + c] * k[j * ldk + c];
-            s[r * lds + j] = acc;
+            st[j * lds + r] = acc;
         }
 }
 
-static void softmax(float *s, int64_t lds, int64_t rows, int64_t nkp, float *m, float *l,
-                    float *alpha) {
-    for (int64_t r = 0; r < rows; r++) {
-        float *srow = s + r * lds;
+static void softmax(float *st, int64_t lds, int64_t rowsp, int64_t nk, float *m, float *l, float *alpha) {
+    for (int64_t r = 0; r < rowsp; r++) {
         float mx = m[r];
-        for (int64_t j = 0; j < nkp; j++) mx = srow[j] > mx ? srow[j] : mx;
-        if (mx == -INFINITY) { /* nothing kept yet: avoid -inf - -inf */
-            for (int64_t j = 0; j < nkp; j++) srow[j] = 0.0f;
-            alpha[r] = 1.0f;
-            continue;
-        }
-        const float a = expf(m[r] - mx); /* m[r] <= mx: a in [0, 1] */
+        for (int64_t j = 0; j < nk; j++) mx = st[j * lds + r] > mx ? st[j * lds + r] : mx;
+        const float ms = mx == -INFINITY ? 0.0f : mx; /* no key kept yet: exp(-inf - 0) = 0 */
         float sum = 0.0f;
-        for (int64_t j = 0; j < nkp; j++) {
-            srow[j] = expf(srow[j] - mx);
-            sum += srow[j];
+        for (int64_t j = 0; j < nk; j++) {
+            const float e = expf(st[j * lds + r] - ms);
+            st[j * lds + r] = e;
+            sum += e;
         }
+        const float a = expf(m[r] - ms); /* m[r] <= mx: a in [0, 1], exactly 1 if unchanged */
         alpha[r] = a;
         l[r] = l[r] * a + sum;
         m[r] = mx;
     }
 }
 
-static void pv(const float *p, int64_t ldp, int64_t rows, int64_t nk, const float *v, int64_t ldv,
+static void pv(const float *pt, int64_t ldp, int64_t rows, int64_t nk, const float *v, int64_t ldv,
                int64_t dimp, const float *alpha, float *o, int64_t ldo) {
     for (int64_t r = 0; r < rows; r++) {
         float *orow = o + r * ldo;
         const float a = alpha[r];
         for (int64_t c = 0; c < dimp; c++) orow[c] *= a;
         for (int64_t j = 0; j < nk; j++) {
-            const float pj = p[r * ldp + j];
+            const float pj = pt[j * ldp + r];
             const float *vrow = v + j * ldv;
             for (int64_t c = 0; c < dimp; c++) orow[c] += pj * vrow[c];
         }
@@ -71,7 +66,7 @@ static void load_scaled(const void *src, fi_dtype t, float scale, float *dst, in
 }
 
 const fi_flash_tile_ops fi_flash_tile_scalar = {
-    .qk_packed = qk_packed, .qk_rows = qk_rows, .softmax = softmax, .pv = pv,
+    .qk = qk, .qk_rows = qk_rows, .softmax = softmax, .pv = pv,
     .load_scaled = load_scaled};
 
 const fi_flash_tile_ops *fi_flash_tile_select(void) {

@@ -68,6 +68,7 @@ __device__ __forceinline__ const int32_t *fi_dev_segments(const fi_cuda_attn_kpa
 
 /* Evaluates the postfix mask program for logical positions (q, kv); seg is the
  * sequence's segment row (or NULL), seg_q the query's segment id (read once per row). */
+/* Callers keep it out of unrolled loops: one inlined copy per kernel. */
 __device__ __forceinline__ bool fi_dev_mask_keep(const fi_cuda_attn_kparams &p, const int32_t *seg,
                                                  int32_t seg_q, int64_t q, int64_t kv) {
     uint32_t stack = 0;
@@ -116,6 +117,13 @@ __device__ __forceinline__ float fi_dev_score_mod(const fi_cuda_attn_kparams &p,
 }
 
 /* ---- PTX wrappers ----------------------------------------------------------- */
+
+/* 2^x on the special-function unit; 2^-inf = +0. */
+__device__ __forceinline__ float fi_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
 
 __device__ __forceinline__ uint32_t fi_smem_addr(const void *ptr) {
     return (uint32_t)__cvta_generic_to_shared(ptr);

@@ -113,17 +113,28 @@ static fi_status check_view(const fi_attn_tensor *t, const char *name, fi_error 
     return FI_OK;
 }
 
-static int auto_splits(int64_t ctas, int64_t n_kv_blocks) {
+/* Split count for decode: the CTAs of one full wave (resident CTAs per SM times
+ * SMs) are the slots; among split counts that keep at least two key blocks per
+ * split, take the smallest whose wave efficiency w / ceil(w) (w = ctas * s / slots)
+ * reaches 85% of the best (FlashAttention-2's rule): fewer splits mean less
+ * combine work, full waves mean no idle SMs at the tail. */
+static int auto_splits(int64_t ctas, int64_t n_kv_blocks, int per_sm) {
     int dev = 0, sms = 132;
     if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    /* Aim for about four 128-thread CTAs per SM (enough loads in flight to
-     * saturate HBM) while keeping at least two key blocks per split. */
-    const int64_t target = (int64_t)sms * 4;
-    int64_t s = (target + ctas - 1) / ctas;
-    const int64_t cap = n_kv_blocks / 2 > 1 ? n_kv_blocks / 2 : 1;
-    if (s > cap) s = cap;
-    if (s > 256) s = 256;
-    return s < 1 ? 1 : (int)s;
+    const double slots = (double)sms * per_sm;
+    int64_t cap = n_kv_blocks / 2 > 1 ? n_kv_blocks / 2 : 1;
+    if (cap > 256) cap = 256;
+    double best = 0;
+    for (int64_t s = 1; s <= cap; s++) {
+        const double w = (double)ctas * (double)s / slots;
+        const double eff = w / ceil(w);
+        if (eff > best) best = eff;
+    }
+    for (int64_t s = 1; s <= cap; s++) {
+        const double w = (double)ctas * (double)s / slots;
+        if (w / ceil(w) >= 0.85 * best) return (int)s;
+    }
+    return 1;
 }
 
 static fi_status plan_build(const fi_attn_params *p, fi_cuda_attn_plan *pl, fi_error *err) {
@@ -270,7 +281,9 @@ static fi_status plan_build(const fi_attn_params *p, fi_cuda_attn_plan *pl, fi_e
         kp->heads_per_cta = 8;
         while (kp->group % kp->heads_per_cta) kp->heads_per_cta >>= 1;
         const int64_t ctas = pr.n_batch * pr.hkv * (pr.group / kp->heads_per_cta);
-        kp->num_splits = p->num_splits > 0 ? p->num_splits : auto_splits(ctas, bm->n_kv_blocks ? bm->n_kv_blocks : 1);
+        kp->num_splits = p->num_splits > 0 ? p->num_splits
+                                            : auto_splits(ctas, bm->n_kv_blocks ? bm->n_kv_blocks : 1,
+                                                          fi_cuda_decode_ctas_per_sm(dim, pl->bf16, kp->heads_per_cta));
         if (kp->num_splits > 65535) kp->num_splits = 65535;
         if (kp->num_splits > 1) {
             const size_t n = (size_t)kp->num_splits * (size_t)(pr.n_batch * pr.hq);

@@ -1,8 +1,8 @@
 /* Flash attention forward on tensor cores (mma.sync m16n8k16, bf16/f16 in, f32
  * accumulate), FlashAttention-2 style.
  *
- * One CTA = one 128-row query block of one (sequence, query head); 8 warps, each
- * owning 16 query rows. The CTA walks the key blocks named by the block mask
+ * One CTA = one 128-row query block of one (sequence, query head); 4 warps, each
+ * owning 32 query rows. The CTA walks the key blocks named by the block mask
  * (PARTIAL list, then FULL list; EMPTY blocks are never touched). K/V tiles are
  * double-buffered in shared memory with cp.async; shared rows are XOR-swizzled in
  * 16-byte chunks so ldmatrix reads are free of bank conflicts. Scores stay in
@@ -17,16 +17,11 @@
 #include "cuda/device_common.cuh"
 
 #define FI_FLASH_BM 128
-#define FI_FLASH_WARPS 8
-
-__device__ __forceinline__ float fi_ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
+#define FI_FLASH_WARPS 4
+#define FI_FLASH_MT 2 /* 16-row m-tiles per warp: BM = 16 * MT * WARPS */
 
 template <int D> struct fi_flash_tile {
-    static constexpr int BN = D <= 64 ? 128 : 64; /* keys per block */
+    static constexpr int BN = 64; /* keys per block */
 };
 
 template <int D, int BN, typename T>
@@ -41,11 +36,15 @@ __device__ __forceinline__ int fi_swz(int row, int chunk) {
 }
 
 /* kTransform: scores are turned into base-2 logits element by element (score
- * modifiers, or a non-positive scale); otherwise the scale is folded into exp2. */
+ * modifiers, or a non-positive scale); otherwise the scale is folded into exp2.
+ * Each warp owns FI_FLASH_MT m-tiles of 16 rows, so every K/V fragment read from
+ * shared memory feeds FI_FLASH_MT tensor-core ops (shared-memory bandwidth, not the
+ * tensor cores, bounds a warp that owns only 16 rows). */
 template <int D, typename T, bool kTransform>
-__global__ void __launch_bounds__(FI_FLASH_WARPS * 32, 1)
+__global__ void __launch_bounds__(FI_FLASH_WARPS * 32, 2)
     fi_flash_fwd_kernel(const __grid_constant__ fi_cuda_attn_kparams p) {
     constexpr int BM = FI_FLASH_BM, BN = fi_flash_tile<D>::BN, NT = FI_FLASH_WARPS * 32;
+    constexpr int MT = FI_FLASH_MT;
     constexpr int CH = D / 8;   /* 16-byte chunks per row */
     constexpr int NTS = BN / 8; /* n-tiles of S */
     constexpr int NTO = D / 8;  /* n-tiles of O */
@@ -71,17 +70,23 @@ __global__ void __launch_bounds__(FI_FLASH_WARPS * 32, 1)
     while (n_full > 0 && (int64_t)full[n_full - 1] * BN >= kv_len) n_full--;
     const int n_blocks = n_part + n_full;
 
-    /* This thread's two query rows. */
-    const int64_t row0 = q0 + warp * 16 + (lane >> 2);
-    const int64_t rows[2] = {row0, row0 + 8};
+    /* This thread's query rows: m-tile mt, half rr. */
+    int64_t rows[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        rows[mt][0] = q0 + warp * (16 * MT) + mt * 16 + (lane >> 2);
+        rows[mt][1] = rows[mt][0] + 8;
+    }
 
     if (n_blocks == 0) { /* every key masked: O = 0, LSE = -inf */
-        for (int rr = 0; rr < 2; rr++) {
-            if (rows[rr] >= q_len) continue;
-            float *o = p.out + fi_dev_out_row(p, b, h, rows[rr]) * D;
-            for (int c = (lane & 3) * 2; c < D; c += 8) *reinterpret_cast<float2 *>(o + c) = make_float2(0.f, 0.f);
-            if (p.lse && (lane & 3) == 0) p.lse[fi_dev_out_row(p, b, h, rows[rr])] = -INFINITY;
-        }
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            for (int rr = 0; rr < 2; rr++) {
+                if (rows[mt][rr] >= q_len) continue;
+                float *o = p.out + fi_dev_out_row(p, b, h, rows[mt][rr]) * D;
+                for (int c = (lane & 3) * 2; c < D; c += 8) *reinterpret_cast<float2 *>(o + c) = make_float2(0.f, 0.f);
+                if (p.lse && (lane & 3) == 0) p.lse[fi_dev_out_row(p, b, h, rows[mt][rr])] = -INFINITY;
+            }
         return;
     }
 
@@ -111,19 +116,17 @@ __global__ void __launch_bounds__(FI_FLASH_WARPS * 32, 1)
     load_kv(block_at(0), 0);
     fi_cp_async_commit();
 
-    /* Per-row query facts for the mask program. */
     const int32_t *seg = p.segments ? fi_dev_segments(p, b) : nullptr;
-    int32_t seg_q[2] = {0, 0};
-    if (seg)
-        for (int rr = 0; rr < 2; rr++)
-            if (rows[rr] < q_len) seg_q[rr] = seg[p.q_offset + rows[rr]];
 
     const float f = kTransform ? 1.0f : p.scale_log2;
-    float o_acc[NTO][4];
+    float o_acc[MT][NTO][4];
 #pragma unroll
-    for (int i = 0; i < NTO; i++) o_acc[i][0] = o_acc[i][1] = o_acc[i][2] = o_acc[i][3] = 0.f;
-    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
-    uint32_t qf[KS][4];
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int i = 0; i < NTO; i++) o_acc[mt][i][0] = o_acc[mt][i][1] = o_acc[mt][i][2] = o_acc[mt][i][3] = 0.f;
+    float m_run[MT][2], l_run[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) m_run[mt][0] = m_run[mt][1] = -INFINITY, l_run[mt][0] = l_run[mt][1] = 0.f;
 
     for (int it = 0; it < n_blocks; it++) {
         const int stage = it & 1;
@@ -135,101 +138,130 @@ __global__ void __launch_bounds__(FI_FLASH_WARPS * 32, 1)
             fi_cp_async_wait<0>();
         }
         __syncthreads();
-        if (it == 0) {
-#pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                const int r = warp * 16 + (lane & 15), c = kk * 2 + (lane >> 4);
-                fi_ldmatrix_x4(fi_smem_addr(sQ + fi_swz<D>(r, c)), qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3]);
-            }
-        }
         const T *tK = sK + stage * BN * D, *tV = sV + stage * BN * D;
         const int kvb = block_at(it);
         const int64_t kv0 = (int64_t)kvb * BN;
 
-        /* S = Q K^T for this warp's 16 rows. */
-        float s[NTS][4];
+        /* S = Q K^T for this warp's rows; Q fragments come from shared memory. */
+        float s[MT][NTS][4];
 #pragma unroll
-        for (int i = 0; i < NTS; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int i = 0; i < NTS; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < KS; kk++) {
+            uint32_t qa[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                const int r = warp * (16 * MT) + mt * 16 + (lane & 15), c = kk * 2 + (lane >> 4);
+                fi_ldmatrix_x4(fi_smem_addr(sQ + fi_swz<D>(r, c)), qa[mt][0], qa[mt][1], qa[mt][2], qa[mt][3]);
+            }
 #pragma unroll
             for (int np = 0; np < NTS / 2; np++) {
                 const int mi = lane >> 3;
                 const int n = np * 16 + (mi >> 1) * 8 + (lane & 7), c = kk * 2 + (mi & 1);
                 uint32_t b0, b1, b2, b3;
                 fi_ldmatrix_x4(fi_smem_addr(tK + fi_swz<D>(n, c)), b0, b1, b2, b3);
-                fi_mma<T>::run(s[2 * np], qf[kk], b0, b1);
-                fi_mma<T>::run(s[2 * np + 1], qf[kk], b2, b3);
-            }
-        }
-
-        /* Mask (PARTIAL blocks, ragged last block) and score modifiers. */
-        const bool partial = it < n_part;
-        const bool ragged = kv0 + BN > kv_len;
-        if (kTransform || partial || ragged) {
 #pragma unroll
-            for (int nt = 0; nt < NTS; nt++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int rr = e >> 1;
-                    const int64_t kv = kv0 + nt * 8 + (lane & 3) * 2 + (e & 1);
-                    const int64_t qpos = p.q_offset + rows[rr];
-                    bool keep = kv < kv_len;
-                    if (partial && keep) keep = rows[rr] < q_len && fi_dev_mask_keep(p, seg, seg_q[rr], qpos, kv);
-                    float x = s[nt][e];
-                    if (kTransform) x = fi_dev_score_mod(p, x * p.scale, h, qpos, kv) * FI_LOG2E;
-                    s[nt][e] = keep ? x : -INFINITY;
+                for (int mt = 0; mt < MT; mt++) {
+                    fi_mma<T>::run(s[mt][2 * np], qa[mt], b0, b1);
+                    fi_mma<T>::run(s[mt][2 * np + 1], qa[mt], b2, b3);
                 }
             }
         }
 
+        /* Mask (PARTIAL blocks, ragged last block) and score modifiers. The keep
+         * bits of this thread's MT*NTS*4 scores are computed in a rolled loop (one
+         * inlined copy of the mask program, no call that would spill the
+         * accumulators) and applied in the unrolled one. */
+        const bool partial = it < n_part;
+        const bool ragged = kv0 + BN > kv_len;
+        if (kTransform || partial || ragged) {
+            static_assert(MT * NTS * 4 <= 64, "keep bits must fit one word");
+            uint64_t keep_bits = 0;
+#pragma unroll 1
+            for (int idx = 0; idx < MT * NTS * 4; idx++) {
+                const int mt = idx / (NTS * 4), nt = (idx / 4) % NTS, e = idx & 3;
+                const int64_t row = q0 + warp * (16 * MT) + mt * 16 + (lane >> 2) + (e >> 1) * 8;
+                const int64_t kv = kv0 + nt * 8 + (lane & 3) * 2 + (e & 1);
+                bool keep = kv < kv_len;
+                if (partial && keep) {
+                    const int64_t qpos = p.q_offset + row;
+                    keep = row < q_len && fi_dev_mask_keep(p, seg, seg ? seg[qpos] : 0, qpos, kv);
+                }
+                keep_bits |= (uint64_t)keep << idx;
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int nt = 0; nt < NTS; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        const int idx = (mt * NTS + nt) * 4 + e;
+                        float x = s[mt][nt][e];
+                        if (kTransform) {
+                            const int64_t kv = kv0 + nt * 8 + (lane & 3) * 2 + (e & 1);
+                            x = fi_dev_score_mod(p, x * p.scale, h, p.q_offset + rows[mt][e >> 1], kv) * FI_LOG2E;
+                        }
+                        s[mt][nt][e] = (keep_bits >> idx) & 1 ? x : -INFINITY;
+                    }
+        }
+
         /* Online softmax (base 2). */
 #pragma unroll
-        for (int rr = 0; rr < 2; rr++) {
-            float mx = -INFINITY;
+        for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int nt = 0; nt < NTS; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * rr], s[nt][2 * rr + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m_run[rr], mx);
-            /* A row with no kept key so far keeps max -inf: use 0 so that
-             * exp2(-inf - 0) = 0 instead of NaN. */
-            const float m_use = m_new == -INFINITY ? 0.f : m_new * f;
-            const float alpha = fi_ex2(m_run[rr] * f - m_use);
-            m_run[rr] = m_new;
-            float rs = 0.f;
+            for (int rr = 0; rr < 2; rr++) {
+                float mx = -INFINITY;
 #pragma unroll
-            for (int nt = 0; nt < NTS; nt++) {
-                const float p0 = fi_ex2(fmaf(s[nt][2 * rr], f, -m_use));
-                const float p1 = fi_ex2(fmaf(s[nt][2 * rr + 1], f, -m_use));
-                s[nt][2 * rr] = p0;
-                s[nt][2 * rr + 1] = p1;
-                rs += p0 + p1;
+                for (int nt = 0; nt < NTS; nt++) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * rr], s[mt][nt][2 * rr + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float m_new = fmaxf(m_run[mt][rr], mx);
+                /* A row with no kept key so far keeps max -inf: use 0 so that
+                 * exp2(-inf - 0) = 0 instead of NaN. */
+                const float m_use = m_new == -INFINITY ? 0.f : m_new * f;
+                const float alpha = fi_ex2(m_run[mt][rr] * f - m_use);
+                m_run[mt][rr] = m_new;
+                float rs = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < NTS; nt++) {
+                    const float p0 = fi_ex2(fmaf(s[mt][nt][2 * rr], f, -m_use));
+                    const float p1 = fi_ex2(fmaf(s[mt][nt][2 * rr + 1], f, -m_use));
+                    s[mt][nt][2 * rr] = p0;
+                    s[mt][nt][2 * rr + 1] = p1;
+                    rs += p0 + p1;
+                }
+                l_run[mt][rr] = l_run[mt][rr] * alpha + rs;
+#pragma unroll
+                for (int dt = 0; dt < NTO; dt++) {
+                    o_acc[mt][dt][2 * rr] *= alpha;
+                    o_acc[mt][dt][2 * rr + 1] *= alpha;
+                }
             }
-            l_run[rr] = l_run[rr] * alpha + rs;
-#pragma unroll
-            for (int dt = 0; dt < NTO; dt++) {
-                o_acc[dt][2 * rr] *= alpha;
-                o_acc[dt][2 * rr + 1] *= alpha;
-            }
-        }
 
         /* O += P V: probabilities repacked as the A operand. */
 #pragma unroll
         for (int j = 0; j < BN / 16; j++) {
-            uint32_t a[4];
-            a[0] = fi_mma<T>::pack(s[2 * j][0], s[2 * j][1]);
-            a[1] = fi_mma<T>::pack(s[2 * j][2], s[2 * j][3]);
-            a[2] = fi_mma<T>::pack(s[2 * j + 1][0], s[2 * j + 1][1]);
-            a[3] = fi_mma<T>::pack(s[2 * j + 1][2], s[2 * j + 1][3]);
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                a[mt][0] = fi_mma<T>::pack(s[mt][2 * j][0], s[mt][2 * j][1]);
+                a[mt][1] = fi_mma<T>::pack(s[mt][2 * j][2], s[mt][2 * j][3]);
+                a[mt][2] = fi_mma<T>::pack(s[mt][2 * j + 1][0], s[mt][2 * j + 1][1]);
+                a[mt][3] = fi_mma<T>::pack(s[mt][2 * j + 1][2], s[mt][2 * j + 1][3]);
+            }
 #pragma unroll
             for (int dp = 0; dp < NTO / 2; dp++) {
                 const int mi = lane >> 3;
                 const int r = j * 16 + (mi & 1) * 8 + (lane & 7), c = dp * 2 + (mi >> 1);
                 uint32_t b0, b1, b2, b3;
                 fi_ldmatrix_x4_trans(fi_smem_addr(tV + fi_swz<D>(r, c)), b0, b1, b2, b3);
-                fi_mma<T>::run(o_acc[2 * dp], a, b0, b1);
-                fi_mma<T>::run(o_acc[2 * dp + 1], a, b2, b3);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    fi_mma<T>::run(o_acc[mt][2 * dp], a[mt], b0, b1);
+                    fi_mma<T>::run(o_acc[mt][2 * dp + 1], a[mt], b2, b3);
+                }
             }
         }
         __syncthreads(); /* this stage is refilled by the next iteration's prefetch */
@@ -237,21 +269,23 @@ __global__ void __launch_bounds__(FI_FLASH_WARPS * 32, 1)
 
     /* Finalise: O / l, LSE = ln 2 * (m + log2 l); empty rows give 0 and -inf. */
 #pragma unroll
-    for (int rr = 0; rr < 2; rr++) {
-        float l = l_run[rr];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        if (rows[rr] >= q_len) continue;
-        const int64_t orow = fi_dev_out_row(p, b, h, rows[rr]);
-        float *o = p.out + orow * D + (lane & 3) * 2;
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-        for (int dt = 0; dt < NTO; dt++)
-            *reinterpret_cast<float2 *>(o + dt * 8) =
-                make_float2(o_acc[dt][2 * rr] * inv, o_acc[dt][2 * rr + 1] * inv);
-        if (p.lse && (lane & 3) == 0)
-            p.lse[orow] = l > 0.f ? (m_run[rr] * f + log2f(l)) * FI_LN2 : -INFINITY;
-    }
+        for (int rr = 0; rr < 2; rr++) {
+            float l = l_run[mt][rr];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const float inv = l > 0.f ? 1.f / l : 0.f;
+            if (rows[mt][rr] >= q_len) continue;
+            const int64_t orow = fi_dev_out_row(p, b, h, rows[mt][rr]);
+            float *o = p.out + orow * D + (lane & 3) * 2;
+#pragma unroll
+            for (int dt = 0; dt < NTO; dt++)
+                *reinterpret_cast<float2 *>(o + dt * 8) =
+                    make_float2(o_acc[mt][dt][2 * rr] * inv, o_acc[mt][dt][2 * rr + 1] * inv);
+            if (p.lse && (lane & 3) == 0)
+                p.lse[orow] = l > 0.f ? (m_run[mt][rr] * f + log2f(l)) * FI_LN2 : -INFINITY;
+        }
 }
 
 #endif

@@ -18,8 +18,16 @@ int fi_cuda_flash_block_kv(int dim);
 cudaError_t fi_cuda_launch_flash(const fi_cuda_attn_kparams &p, int dim, bool bf16, bool transform,
                                  cudaStream_t stream);
 
+cudaError_t fi_cuda_launch_flash_bf16(const fi_cuda_attn_kparams &p, int dim, bool transform,
+                                      cudaStream_t stream);
+cudaError_t fi_cuda_launch_flash_f16(const fi_cuda_attn_kparams &p, int dim, bool transform,
+                                     cudaStream_t stream);
+
 /* Decode (q_len 1), split over p.num_splits, p.heads_per_cta in {1, 2, 4, 8}. */
 cudaError_t fi_cuda_launch_decode(const fi_cuda_attn_kparams &p, int dim, bool bf16,
                                   cudaStream_t stream);
+
+/* Resident decode CTAs per SM (for the split heuristic). */
+int fi_cuda_decode_ctas_per_sm(int dim, bool bf16, int heads_per_cta);
 
 #endif

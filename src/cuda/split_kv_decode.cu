@@ -26,6 +26,23 @@ __device__ __forceinline__ void fi_unpack8(const uint4 &u, float *x, bool bf16) 
     }
 }
 
+/* K and V row pointers of key j with one page-table lookup and 32-bit index
+ * arithmetic (64-bit division per row would dominate this memory-bound loop). */
+template <typename T, int D>
+__device__ __forceinline__ void fi_decode_rows(const fi_cuda_attn_kparams &p, int b, int hk, int32_t j,
+                                               const T *&kp, const T *&vp) {
+    if (p.paged) {
+        const int32_t ps = (int32_t)p.page_size;
+        const int32_t page = __ldg(p.page_table + (int64_t)b * p.max_pages + j / ps);
+        const int64_t off = (((int64_t)page * p.hkv + hk) * ps + j % ps) * D;
+        kp = reinterpret_cast<const T *>(p.k_pages) + off;
+        vp = reinterpret_cast<const T *>(p.v_pages) + off;
+    } else {
+        kp = fi_dev_kv_row<T>(p, false, b, hk, j, D);
+        vp = fi_dev_kv_row<T>(p, true, b, hk, j, D);
+    }
+}
+
 template <int D, int GC, typename T>
 __global__ void __launch_bounds__(FI_DECODE_WARPS * 32)
     fi_decode_kernel(const __grid_constant__ fi_cuda_attn_kparams p) {
@@ -34,7 +51,7 @@ __global__ void __launch_bounds__(FI_DECODE_WARPS * 32)
     constexpr int SLOTS = FI_DECODE_WARPS * RPW;
     constexpr int BK = FI_CUDA_DECODE_BLOCK_KV;
     constexpr int U = BK / SLOTS;             /* keys per slot per block */
-    constexpr int US = GC >= 8 ? 2 : 4;       /* keys per slot in flight */
+    constexpr int US = GC >= 8 ? 2 : U; /* keys per slot in flight */
     constexpr bool kBf16 = fi_is_bf16<T>::value;
     static_assert(U % US == 0, "key block must split evenly");
 
@@ -91,8 +108,10 @@ __global__ void __launch_bounds__(FI_DECODE_WARPS * 32)
             for (int u = 0; u < US; u++) {
                 js[u] = kv0 + (int64_t)(u0 + u) * SLOTS + slot;
                 if (js[u] < kv_len) {
-                    kr[u] = __ldg(reinterpret_cast<const uint4 *>(fi_dev_kv_row<T>(p, false, b, hk, js[u], D) + dl * 8));
-                    vr[u] = __ldg(reinterpret_cast<const uint4 *>(fi_dev_kv_row<T>(p, true, b, hk, js[u], D) + dl * 8));
+                    const T *kp, *vp;
+                    fi_decode_rows<T, D>(p, b, hk, (int32_t)js[u], kp, vp);
+                    kr[u] = __ldg(reinterpret_cast<const uint4 *>(kp + dl * 8));
+                    vr[u] = __ldg(reinterpret_cast<const uint4 *>(vp + dl * 8));
                 } else {
                     kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
                 }
@@ -127,14 +146,14 @@ __global__ void __launch_bounds__(FI_DECODE_WARPS * 32)
                 for (int u = 1; u < US; u++) mx = fmaxf(mx, s[g][u]);
                 const float m_new = fmaxf(m_run[g], mx);
                 const float m_use = m_new == -INFINITY ? 0.f : m_new;
-                const float alpha = exp2f(m_run[g] - m_use);
+                const float alpha = fi_ex2(m_run[g] - m_use);
                 m_run[g] = m_new;
                 l_run[g] *= alpha;
 #pragma unroll
                 for (int c = 0; c < 8; c++) acc[g][c] *= alpha;
 #pragma unroll
                 for (int u = 0; u < US; u++) {
-                    const float pr = exp2f(s[g][u] - m_use);
+                    const float pr = fi_ex2(s[g][u] - m_use);
                     l_run[g] += pr;
                     float v8[8];
                     fi_unpack8(vr[u], v8, kBf16);
@@ -230,4 +249,25 @@ cudaError_t fi_cuda_launch_decode(const fi_cuda_attn_kparams &p, int dim, bool b
     if (dim == 128) return bf16 ? launch_gc<128, __nv_bfloat16>(p, p.heads_per_cta, stream)
                                 : launch_gc<128, __half>(p, p.heads_per_cta, stream);
     return cudaErrorInvalidValue;
+}
+
+template <int D, typename T>
+static const void *decode_kernel_ptr(int gc) {
+    switch (gc) {
+    case 1: return (const void *)fi_decode_kernel<D, 1, T>;
+    case 2: return (const void *)fi_decode_kernel<D, 2, T>;
+    case 4: return (const void *)fi_decode_kernel<D, 4, T>;
+    default: return (const void *)fi_decode_kernel<D, 8, T>;
+    }
+}
+
+int fi_cuda_decode_ctas_per_sm(int dim, bool bf16, int heads_per_cta) {
+    const void *k = dim == 64 ? (bf16 ? decode_kernel_ptr<64, __nv_bfloat16>(heads_per_cta)
+                                      : decode_kernel_ptr<64, __half>(heads_per_cta))
+                              : (bf16 ? decode_kernel_ptr<128, __nv_bfloat16>(heads_per_cta)
+                                      : decode_kernel_ptr<128, __half>(heads_per_cta));
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, FI_DECODE_WARPS * 32, 0) != cudaSuccess || n < 1)
+        return 1;
+    return n;
 }

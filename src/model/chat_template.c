@@ -49,7 +49,8 @@ fi_status fi_chat_template_detect(const char *jinja, fi_chat_template_kind *out,
     if (strstr(jinja, "<|im_start|>")) *out = FI_CHAT_CHATML;
     else if (strstr(jinja, "<|start_header_id|>") && strstr(jinja, "<|end_header_id|>")) *out = FI_CHAT_LLAMA3;
     else if (strstr(jinja, "<start_of_turn>")) *out = FI_CHAT_GEMMA;
-    else if (strstr(jinja, "[INST]") && strstr(jinja, "[/INST]")) *out = FI_CHAT_LLAMA2;
+    /* [INST] alone also marks Mistral's format, which differs in spaces and BOS placement. */
+    else if (strstr(jinja, "[INST]") && strstr(jinja, "<<SYS>>")) *out = FI_CHAT_LLAMA2;
     else
         return fi_error_set(err, FI_ERR_UNSUPPORTED,
                             "the model's chat template is not one this build recognises (supported: " SUPPORTED

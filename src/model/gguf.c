@@ -183,8 +183,7 @@ static fi_status bad_kv(reader *r, const char *key, uint64_t at, const char *fmt
 }
 
 /* Validates one value of type t at the cursor and skips it. Arrays recurse
- * (GGUF allows arrays of arrays); depth is bounded. strs, when non-NULL,
- * receives the elements of a string array. */
+ * (GGUF allows arrays of arrays); depth is bounded. */
 static fi_status skip_value(reader *r, const char *key, uint64_t key_at, fi_gguf_type t, int depth) {
     uint64_t at = r->pos;
     if ((unsigned)t > FI_GGUF_F64)

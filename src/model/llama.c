@@ -321,6 +321,10 @@ struct fi_session {
     float *rope_cos, *rope_sin; /* [B, rope_dim/2] */
     void *act[3];
     size_t act_bytes;
+    /* Decode (one token): every thread normalises and quantizes the token itself into its own
+     * buffers, which saves a barrier per step; [threads][3] and [threads][n_embd]. */
+    void **act_priv;
+    float *xn_priv;
     int32_t *seq_lens; /* [threads] view storage */
     fi_error *thread_err; /* [threads] */
     int n_threads;
@@ -394,11 +398,15 @@ fi_status fi_session_create(const fi_model *m, const fi_session_params *pp, fi_s
     s->rope_sin = alloc64(Bz * (size_t)(hp->rope_dim / 2) * 4);
     s->act_bytes = max_act(m, B);
     for (int i = 0; i < 3; i++) s->act[i] = alloc64(s->act_bytes);
+    s->act_priv = calloc((size_t)p.threads * 3, sizeof(void *));
+    s->xn_priv = alloc64((size_t)p.threads * E * 4);
+    bool priv_ok = s->act_priv && s->xn_priv;
+    for (int i = 0; priv_ok && i < p.threads * 3; i++) priv_ok = (s->act_priv[i] = alloc64(max_act(m, 1))) != NULL;
     s->seq_lens = calloc((size_t)p.threads, sizeof(int32_t));
     s->thread_err = calloc((size_t)p.threads, sizeof(fi_error));
     if (!s->x || !s->xn || !s->tmp || !s->q || !s->k || !s->v || !s->attn_heads || !s->attn ||
         !s->gate || !s->up || !s->rope_cos || !s->rope_sin || !s->act[0] || !s->act[1] ||
-        !s->act[2] || !s->seq_lens || !s->thread_err) {
+        !s->act[2] || !s->seq_lens || !s->thread_err || !priv_ok) {
         fi_session_free(s);
         return fi_error_set(err, FI_ERR_NOMEM, "session: out of memory for a batch of %lld", (long long)B);
     }
@@ -422,6 +430,10 @@ void fi_session_free(fi_session *s) {
     free(s->rope_cos);
     free(s->rope_sin);
     for (int i = 0; i < 3; i++) free(s->act[i]);
+    if (s->act_priv)
+        for (int i = 0; i < s->n_threads * 3; i++) free(s->act_priv[i]);
+    free(s->act_priv);
+    free(s->xn_priv);
     free(s->seq_lens);
     free(s->thread_err);
     free(s);
@@ -433,6 +445,9 @@ void fi_session_truncate(fi_session *s, int64_t n_past) { fi_kv_cache_truncate(s
 void fi_session_reset(fi_session *s) { fi_kv_cache_reset(s->kv); }
 
 /* ---------------------------------------------------------------- forward */
+
+/* Query rows per attention call in prefill (blocks aligned to absolute positions). */
+#define FI_LLAMA_ATTN_ROWS 16
 
 static inline void split_range(int64_t n, int tid, int nth, int64_t *b, int64_t *e) {
     *b = n * tid / nth;
@@ -457,7 +472,7 @@ static void rmsnorm(const float *x, const float *w, float *y, int64_t n, float e
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
 
 /* Quantizes tokens [t0, t1) of x for every distinct weight type among ws (at most 3), into act[i]. */
-static void quantize_for(fi_session *s, const fi_matmul_weight *const *ws, int nw, const float *x,
+static void quantize_for(void *const *act, const fi_matmul_weight *const *ws, int nw, const float *x,
                          int64_t n, int64_t t0, int64_t t1, int *slot) {
     for (int i = 0; i < nw; i++) {
         slot[i] = i;
@@ -466,35 +481,29 @@ static void quantize_for(fi_session *s, const fi_matmul_weight *const *ws, int n
                 slot[i] = slot[j];
                 break;
             }
-        if (slot[i] == i && t1 > t0) fi_matmul_quantize_act(ws[i], x, n, s->act[i], t0, t1);
+        if (slot[i] == i && t1 > t0) fi_matmul_quantize_act(ws[i], x, n, act[i], t0, t1);
     }
 }
 
-static void store_kv(fi_session *s, int64_t layer, int64_t pos, const float *k, const float *v) {
-    const fi_llama_hparams *hp = &s->m->hp;
-    int64_t D = hp->head_dim;
-    for (int64_t h = 0; h < hp->n_head_kv; h++) {
-        void *kr = fi_kv_cache_k_row(s->kv, layer, pos, h);
-        void *vr = fi_kv_cache_v_row(s->kv, layer, pos, h);
-        if (s->p.kv_dtype == FI_DTYPE_F16) {
-            uint16_t *kh = kr, *vh = vr;
-            for (int64_t d = 0; d < D; d++) {
-                kh[d] = fi_f32_to_f16(k[h * D + d]);
-                vh[d] = fi_f32_to_f16(v[h * D + d]);
-            }
-        } else {
-            memcpy(kr, k + h * D, (size_t)D * sizeof(float));
-            memcpy(vr, v + h * D, (size_t)D * sizeof(float));
-        }
+/* Writes one head's row (k or v) of position pos into the cache. */
+static void store_head(fi_session *s, bool is_v, int64_t layer, int64_t pos, int64_t h, const float *src) {
+    int64_t D = s->m->hp.head_dim;
+    void *dst = is_v ? fi_kv_cache_v_row(s->kv, layer, pos, h) : fi_kv_cache_k_row(s->kv, layer, pos, h);
+    if (s->p.kv_dtype == FI_DTYPE_F16) {
+        uint16_t *d16 = dst;
+        for (int64_t d = 0; d < D; d++) d16[d] = fi_f32_to_f16(src[d]);
+    } else {
+        memcpy(dst, src, (size_t)D * sizeof(float));
     }
 }
 
 /* Attention for query rows [r0, r1) of the chunk (positions n_past + r0 ...), single-threaded. */
-static fi_status attention_rows(fi_session *s, int64_t layer, int64_t n, int64_t n_past, int64_t r0,
-                                int64_t r1, int tid, fi_error *err) {
+static fi_status attention_rows(fi_session *s, int64_t layer, int64_t n_past, int64_t r0, int64_t r1,
+                                int tid, fi_error *err) {
     const fi_llama_hparams *hp = &s->m->hp;
     const int64_t D = hp->head_dim, Hq = hp->n_head, rows = r1 - r0;
-    fi_paged_kv kv = fi_kv_cache_view(s->kv, layer, n_past + n, &s->seq_lens[tid]);
+    /* Causal: keys after the block's last row are never needed. */
+    fi_paged_kv kv = fi_kv_cache_view(s->kv, layer, n_past + r1, &s->seq_lens[tid]);
     fi_attn_params ap;
     memset(&ap, 0, sizeof ap);
     ap.q = fi_attn_tensor_contiguous(s->q + r0 * Hq * D, FI_DTYPE_F32, 1, Hq, rows, D);
@@ -549,64 +558,90 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
             }
         }
 
+        /* Decode: one token, normalised and quantized by every thread into its own buffers. */
+        const bool priv = n == 1;
+        void *const *act = priv ? s->act_priv + 3 * tid : s->act;
+        float *xn = priv ? s->xn_priv + tid * E : s->xn;
+        const int64_t q0 = priv ? 0 : t0, q1 = priv ? n : t1;
+#pragma omp barrier
         for (int64_t l = 0; l < hp->n_layer; l++) {
             const llama_layer *L = &m->layers[l];
-            /* attn_norm + quantize (per token) */
-            for (int64_t t = t0; t < t1; t++) rmsnorm(s->x + t * E, L->attn_norm, s->xn + t * E, E, hp->norm_eps);
+            /* attn_norm + quantize */
+            for (int64_t t = q0; t < q1; t++) rmsnorm(s->x + t * E, L->attn_norm, xn + t * E, E, hp->norm_eps);
             const fi_matmul_weight *qkv[3] = {L->wq, L->wk, L->wv};
-            quantize_for(s, qkv, 3, s->xn, n, t0, t1, slot);
+            quantize_for(act, qkv, 3, xn, n, q0, q1, slot);
+            if (!priv) {
 #pragma omp barrier
-            /* Q, K, V as one row space split by thread */
+            }
+            /* Q, K, V split by whole heads: the thread that computes a head also rotates it and
+             * stores K/V into the cache (no barrier in between). */
             {
-                int64_t gq = fi_matmul_row_granule(L->wq), gk = fi_matmul_row_granule(L->wk),
-                        gv = fi_matmul_row_granule(L->wv);
-                int64_t uq = (Dq + gq - 1) / gq, uk = (Dkv + gk - 1) / gk, uv = (Dkv + gv - 1) / gv;
-                int64_t ub, ue;
-                split_range(uq + uk + uv, tid, nth, &ub, &ue);
-                int64_t b, e;
-                b = ub, e = ue < uq ? ue : uq;
-                if (e > b) fi_matmul_rows(L->wq, s->act[slot[0]], n, s->q, Dq, b * gq, e * gq < Dq ? e * gq : Dq);
-                b = (ub > uq ? ub : uq) - uq, e = (ue < uq + uk ? ue : uq + uk) - uq;
-                if (e > b) fi_matmul_rows(L->wk, s->act[slot[1]], n, s->k, Dkv, b * gk, e * gk < Dkv ? e * gk : Dkv);
-                b = (ub > uq + uk ? ub : uq + uk) - uq - uk, e = ue - uq - uk;
-                if (e > b) fi_matmul_rows(L->wv, s->act[slot[2]], n, s->v, Dkv, b * gv, e * gv < Dkv ? e * gv : Dkv);
+                int64_t hb, he;
+                split_range(Hq + 2 * Hkv, tid, nth, &hb, &he);
+                for (int64_t u = hb; u < he; u++) {
+                    if (u < Hq) {
+                        fi_matmul_rows(L->wq, act[slot[0]], n, s->q, Dq, u * D, (u + 1) * D);
+                        for (int64_t t = 0; t < n; t++)
+                            fi_llama_rope_apply(s->q + t * Dq + u * D, hp->rope_dim, s->rope_cos + t * half,
+                                                s->rope_sin + t * half);
+                    } else if (u < Hq + Hkv) {
+                        int64_t h = u - Hq;
+                        fi_matmul_rows(L->wk, act[slot[1]], n, s->k, Dkv, h * D, (h + 1) * D);
+                        for (int64_t t = 0; t < n; t++) {
+                            float *kr = s->k + t * Dkv + h * D;
+                            fi_llama_rope_apply(kr, hp->rope_dim, s->rope_cos + t * half, s->rope_sin + t * half);
+                            store_head(s, false, l, n_past + t, h, kr);
+                        }
+                    } else {
+                        int64_t h = u - Hq - Hkv;
+                        fi_matmul_rows(L->wv, act[slot[2]], n, s->v, Dkv, h * D, (h + 1) * D);
+                        for (int64_t t = 0; t < n; t++) store_head(s, true, l, n_past + t, h, s->v + t * Dkv + h * D);
+                    }
+                }
             }
 #pragma omp barrier
-            /* RoPE on q and k, K/V into the cache (per token) */
-            for (int64_t t = t0; t < t1; t++) {
-                const float *c = s->rope_cos + t * half, *sn = s->rope_sin + t * half;
-                for (int64_t h = 0; h < Hq; h++) fi_llama_rope_apply(s->q + t * Dq + h * D, hp->rope_dim, c, sn);
-                for (int64_t h = 0; h < Hkv; h++) fi_llama_rope_apply(s->k + t * Dkv + h * D, hp->rope_dim, c, sn);
-                store_kv(s, l, n_past + t, s->k + t * Dkv, s->v + t * Dkv);
+            /* Attention in blocks of query rows aligned to absolute positions, dealt round-robin:
+             * a row is computed the same way whatever the thread count. */
+            {
+                int64_t j = 0;
+                for (int64_t pb = n_past; pb < n_past + n; j++) {
+                    int64_t pe = (pb / FI_LLAMA_ATTN_ROWS + 1) * FI_LLAMA_ATTN_ROWS;
+                    if (pe > n_past + n) pe = n_past + n;
+                    if (j % nth == tid && terr->code == FI_OK)
+                        attention_rows(s, l, n_past, pb - n_past, pe - n_past, tid, terr);
+                    pb = pe;
+                }
             }
 #pragma omp barrier
-            /* Attention: query rows split by thread (same token split), then quantize for wo. */
-            if (t1 > t0 && terr->code == FI_OK) attention_rows(s, l, n, n_past, t0, t1, tid, terr);
             const fi_matmul_weight *wo[1] = {L->wo};
-            quantize_for(s, wo, 1, s->attn, n, t0, t1, slot);
+            quantize_for(act, wo, 1, s->attn, n, q0, q1, slot);
+            if (!priv) {
 #pragma omp barrier
+            }
             {
                 int64_t b, e;
                 split_rows(E, fi_matmul_row_granule(L->wo), tid, nth, &b, &e);
                 if (e > b) {
-                    fi_matmul_rows(L->wo, s->act[0], n, s->tmp, E, b, e);
+                    fi_matmul_rows(L->wo, act[0], n, s->tmp, E, b, e);
                     for (int64_t t = 0; t < n; t++)
                         for (int64_t r = b; r < e; r++) s->x[t * E + r] += s->tmp[t * E + r];
                 }
             }
 #pragma omp barrier
-            for (int64_t t = t0; t < t1; t++) rmsnorm(s->x + t * E, L->ffn_norm, s->xn + t * E, E, hp->norm_eps);
+            for (int64_t t = q0; t < q1; t++) rmsnorm(s->x + t * E, L->ffn_norm, xn + t * E, E, hp->norm_eps);
             const fi_matmul_weight *gu[2] = {L->w_gate, L->w_up};
-            quantize_for(s, gu, 2, s->xn, n, t0, t1, slot);
+            quantize_for(act, gu, 2, xn, n, q0, q1, slot);
+            if (!priv) {
 #pragma omp barrier
+            }
             {
                 int64_t g = fi_matmul_row_granule(L->w_gate), g2 = fi_matmul_row_granule(L->w_up);
                 if (g2 > g) g = g2;
                 int64_t b, e;
                 split_rows(F, g, tid, nth, &b, &e);
                 if (e > b) {
-                    fi_matmul_rows(L->w_gate, s->act[slot[0]], n, s->gate, F, b, e);
-                    fi_matmul_rows(L->w_up, s->act[slot[1]], n, s->up, F, b, e);
+                    fi_matmul_rows(L->w_gate, act[slot[0]], n, s->gate, F, b, e);
+                    fi_matmul_rows(L->w_up, act[slot[1]], n, s->up, F, b, e);
                     for (int64_t t = 0; t < n; t++) {
                         float *gr = s->gate + t * F;
                         const float *ur = s->up + t * F;
@@ -616,13 +651,15 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
             }
 #pragma omp barrier
             const fi_matmul_weight *dn[1] = {L->w_down};
-            quantize_for(s, dn, 1, s->gate, n, t0, t1, slot);
+            quantize_for(act, dn, 1, s->gate, n, q0, q1, slot);
+            if (!priv) {
 #pragma omp barrier
+            }
             {
                 int64_t b, e;
                 split_rows(E, fi_matmul_row_granule(L->w_down), tid, nth, &b, &e);
                 if (e > b) {
-                    fi_matmul_rows(L->w_down, s->act[0], n, s->tmp, E, b, e);
+                    fi_matmul_rows(L->w_down, act[0], n, s->tmp, E, b, e);
                     for (int64_t t = 0; t < n; t++)
                         for (int64_t r = b; r < e; r++) s->x[t * E + r] += s->tmp[t * E + r];
                 }
@@ -635,13 +672,19 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
             const int64_t first = n - n_out;
             int64_t o0, o1;
             split_range(n_out, tid, nth, &o0, &o1);
+            const bool opriv = n_out == 1; /* one row: every thread prepares it, no barrier */
+            void *oact = opriv ? s->act_priv[3 * tid] : s->act[0];
+            float *oxn = opriv ? s->xn_priv + tid * E : s->xn;
+            if (opriv) o0 = 0, o1 = 1;
             for (int64_t t = o0; t < o1; t++)
-                rmsnorm(s->x + (first + t) * E, m->output_norm, s->xn + t * E, E, hp->norm_eps);
-            if (o1 > o0) fi_matmul_quantize_act(m->output, s->xn, n_out, s->act[0], o0, o1);
+                rmsnorm(s->x + (first + t) * E, m->output_norm, oxn + t * E, E, hp->norm_eps);
+            if (o1 > o0) fi_matmul_quantize_act(m->output, oxn, n_out, oact, o0, o1);
+            if (!opriv) {
 #pragma omp barrier
+            }
             int64_t b, e;
             split_rows(hp->n_vocab, fi_matmul_row_granule(m->output), tid, nth, &b, &e);
-            if (e > b) fi_matmul_rows(m->output, s->act[0], n_out, logits, hp->n_vocab, b, e);
+            if (e > b) fi_matmul_rows(m->output, oact, n_out, logits, hp->n_vocab, b, e);
         }
     }
     for (int i = 0; i < nth_req; i++)

@@ -47,6 +47,10 @@ fi_status fi_matmul_weight_create(uint32_t type, const void *data, int64_t rows,
         return fi_error_set(err, FI_ERR_INVALID, "matmul: %s weight has %lld columns, not a multiple of %lld",
                             fi_ggml_type_name(type), (long long)cols, (long long)fi_ggml_block_size(type));
     if (!data) return fi_error_set(err, FI_ERR_INVALID, "matmul: weight data is NULL");
+    /* Bound the byte count (plus group padding) well inside size_t. */
+    if ((uint64_t)rows + FI_MM_GROUP > ((uint64_t)1 << 50) / fi_ggml_row_size(type, cols))
+        return fi_error_set(err, FI_ERR_INVALID, "matmul: weight [%lld, %lld] is too large", (long long)rows,
+                            (long long)cols);
     fi_matmul_weight *w = calloc(1, sizeof *w);
     if (!w) return fi_error_set(err, FI_ERR_NOMEM, "matmul: out of memory");
     w->type = type;
@@ -134,6 +138,10 @@ void fi_matmul_weight_row(const fi_matmul_weight *w, int64_t r, float *dst) {
 
 size_t fi_matmul_act_size(const fi_matmul_weight *w, int64_t n_tokens) {
     return (size_t)n_tokens * w->act_token_bytes;
+}
+
+bool fi_matmul_act_shareable(const fi_matmul_weight *a, const fi_matmul_weight *b) {
+    return a->cols == b->cols && is_quantized(a->type) == is_quantized(b->type);
 }
 
 void fi_matmul_quantize_act(const fi_matmul_weight *w, const float *x, int64_t n_tokens, void *act,

@@ -15,6 +15,7 @@
 #ifndef FI_MODEL_MATMUL_H
 #define FI_MODEL_MATMUL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,10 @@ void fi_matmul_weight_row(const fi_matmul_weight *w, int64_t r, float *dst);
 /* Activations are quantized once per matmul into a scratch buffer (size from
  * fi_matmul_act_size; the buffer should be 64-byte aligned). */
 size_t fi_matmul_act_size(const fi_matmul_weight *w, int64_t n_tokens);
+/* True when activations prepared for `a` are valid input for `b` (same cols and
+ * the same activation format: Q4_0 / Q4_1 / Q8_0 share one int8 format, F32 /
+ * F16 / BF16 share f32), so q/k/v or gate/up quantize their input once. */
+bool fi_matmul_act_shareable(const fi_matmul_weight *a, const fi_matmul_weight *b);
 /* Prepares tokens [token_begin, token_end) of x [n_tokens, cols] (row stride
  * cols) into act. */
 void fi_matmul_quantize_act(const fi_matmul_weight *w, const float *x, int64_t n_tokens, void *act,

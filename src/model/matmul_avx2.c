@@ -1,8 +1,9 @@
 /* AVX2 + FMA + F16C kernels. Quantized weights: 8 interleaved rows per pass,
  * one row per 32-bit lane, u8 x s8 products (maddubs) against 4 broadcast
  * activation bytes, so a block's 8 row sums need no horizontal adds; then one
- * f32 FMA per block for all 8 rows. Tokens are processed in tiles of 4 so each unpacked weight block is
- * reused from registers (prefill is then compute-bound, not load-bound). */
+ * f32 FMA per block for all 8 rows. Tokens are processed in tiles of 4 so each
+ * unpacked weight block is reused from registers (prefill is then
+ * compute-bound, not load-bound). */
 #include <immintrin.h>
 #include <string.h>
 
@@ -28,8 +29,7 @@ INLINE act_ptrs act_at(const fi_matmul_weight *w, const void *act, int64_t t) {
 
 /* acc[t] (8 rows of group g) for tokens t0 .. t0+T-1. */
 INLINE void group_tokens(const fi_matmul_weight *w, const uint8_t *grp, const void *act, int64_t t0, int T,
-                         __m256 acc[TILE_T]) {
-    const uint32_t type = w->type;
+                         const uint32_t type, __m256 acc[TILE_T]) {
     const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
     act_ptrs x[TILE_T];
 #pragma GCC unroll 4
@@ -117,8 +117,8 @@ INLINE void store_group(__m256 acc, float *yt, int64_t g, int64_t row_begin, int
 
 /* Tokens are taken in chunks whose activations stay in L1 (~24 KiB) while
  * every group of the slice passes over them; a group's weights come from L1/L2. */
-static void rows_quant(const fi_matmul_weight *w, const void *act, int64_t n_tokens, float *y, int64_t y_stride,
-                       int64_t row_begin, int64_t row_end) {
+INLINE void rows_quant_type(const fi_matmul_weight *w, const void *act, int64_t n_tokens, float *y,
+                            int64_t y_stride, int64_t row_begin, int64_t row_end, const uint32_t type) {
     int64_t chunk = ((int64_t)(24 * 1024) / (int64_t)w->act_token_bytes) & ~(int64_t)(TILE_T - 1);
     if (chunk < TILE_T) chunk = TILE_T;
     for (int64_t c0 = 0; c0 < n_tokens; c0 += chunk) {
@@ -128,14 +128,23 @@ static void rows_quant(const fi_matmul_weight *w, const void *act, int64_t n_tok
             int64_t t = c0;
             __m256 acc[TILE_T];
             for (; t + TILE_T <= c1; t += TILE_T) {
-                group_tokens(w, grp, act, t, TILE_T, acc);
+                group_tokens(w, grp, act, t, TILE_T, type, acc);
                 for (int k = 0; k < TILE_T; k++) store_group(acc[k], y + (t + k) * y_stride, g, row_begin, row_end);
             }
             for (; t < c1; t++) {
-                group_tokens(w, grp, act, t, 1, acc);
+                group_tokens(w, grp, act, t, 1, type, acc);
                 store_group(acc[0], y + t * y_stride, g, row_begin, row_end);
             }
         }
+    }
+}
+
+static void rows_quant(const fi_matmul_weight *w, const void *act, int64_t n_tokens, float *y, int64_t y_stride,
+                       int64_t row_begin, int64_t row_end) {
+    switch (w->type) { /* one specialised copy per type */
+    case FI_GGML_Q4_0: rows_quant_type(w, act, n_tokens, y, y_stride, row_begin, row_end, FI_GGML_Q4_0); break;
+    case FI_GGML_Q4_1: rows_quant_type(w, act, n_tokens, y, y_stride, row_begin, row_end, FI_GGML_Q4_1); break;
+    default: rows_quant_type(w, act, n_tokens, y, y_stride, row_begin, row_end, FI_GGML_Q8_0); break;
     }
 }
 
@@ -177,26 +186,26 @@ INLINE void float_tile(const fi_matmul_weight *w, const void *act, int64_t r, in
     const uint32_t type = w->type;
     const size_t row_bytes = fi_ggml_row_size(type, w->cols);
     const int64_t cols = w->cols, c8 = cols & ~(int64_t)7;
-    const uint8_t *rows[2];
+    const uint8_t *rows[4];
     const float *x[TILE_T];
-    __m256 acc[2][TILE_T];
-#pragma GCC unroll 2
+    __m256 acc[4][TILE_T];
+#pragma GCC unroll 4
     for (int k = 0; k < R; k++) rows[k] = w->data + (size_t)(r + k) * row_bytes;
 #pragma GCC unroll 4
     for (int t = 0; t < T; t++) x[t] = (const float *)((const uint8_t *)act + (size_t)(t0 + t) * w->act_token_bytes);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int k = 0; k < R; k++)
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) acc[k][t] = _mm256_setzero_ps();
     for (int64_t c = 0; c < c8; c += 8) {
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int k = 0; k < R; k++) {
             const __m256 wv = load_w8(type, rows[k], c);
 #pragma GCC unroll 4
             for (int t = 0; t < T; t++) acc[k][t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[t] + c), acc[k][t]);
         }
     }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int k = 0; k < R; k++)
 #pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
@@ -206,18 +215,30 @@ INLINE void float_tile(const fi_matmul_weight *w, const void *act, int64_t r, in
         }
 }
 
+/* Token chunks keep the activations in L2 (~192 KiB) while the slice's rows
+ * stream past them; each row pair is reused from L1 across a tile of tokens. */
+/* Token chunks keep the activations in L2 (~192 KiB) while the slice's rows
+ * stream past them. Tiles of 4 rows x 2 tokens: 8 independent FMA chains per
+ * pass (enough to hide FMA latency even for one token), each row reused from
+ * L1 across its tokens. Every (row, token) sum has the same order whatever the
+ * tile, so results do not depend on the slice or the batch. */
 static void rows_float(const fi_matmul_weight *w, const void *act, int64_t n_tokens, float *y, int64_t y_stride,
                        int64_t row_begin, int64_t row_end) {
-    int64_t r = row_begin;
-    for (; r + 2 <= row_end; r += 2) {
-        int64_t t = 0;
-        for (; t + TILE_T <= n_tokens; t += TILE_T) float_tile(w, act, r, 2, t, TILE_T, y, y_stride);
-        for (; t < n_tokens; t++) float_tile(w, act, r, 2, t, 1, y, y_stride);
-    }
-    for (; r < row_end; r++) {
-        int64_t t = 0;
-        for (; t + TILE_T <= n_tokens; t += TILE_T) float_tile(w, act, r, 1, t, TILE_T, y, y_stride);
-        for (; t < n_tokens; t++) float_tile(w, act, r, 1, t, 1, y, y_stride);
+    int64_t chunk = ((int64_t)(192 * 1024) / (int64_t)w->act_token_bytes) & ~(int64_t)1;
+    if (chunk < 2) chunk = 2;
+    for (int64_t c0 = 0; c0 < n_tokens; c0 += chunk) {
+        const int64_t c1 = c0 + chunk < n_tokens ? c0 + chunk : n_tokens;
+        int64_t r = row_begin;
+        for (; r + 4 <= row_end; r += 4) {
+            int64_t t = c0;
+            for (; t + 2 <= c1; t += 2) float_tile(w, act, r, 4, t, 2, y, y_stride);
+            for (; t < c1; t++) float_tile(w, act, r, 4, t, 1, y, y_stride);
+        }
+        for (; r < row_end; r++) {
+            int64_t t = c0;
+            for (; t + 2 <= c1; t += 2) float_tile(w, act, r, 1, t, 2, y, y_stride);
+            for (; t < c1; t++) float_tile(w, act, r, 1, t, 1, y, y_stride);
+        }
     }
 }
 

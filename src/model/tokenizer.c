@@ -178,7 +178,7 @@ static int32_t text_map_find(const fi_tokenizer *t, const char *s, size_t n) {
     }
 }
 
-/* Duplicate texts keep the first id, as a vocabulary lookup by text would. */
+/* A text that appears twice maps to its last id, as the reference's text-to-id map ends up. */
 static fi_status text_map_build(fi_tokenizer *t, fi_error *err) {
     uint64_t cap = pow2_at_least((uint64_t)t->n_vocab * 2 + 1);
     t->vocab.slots = malloc(cap * sizeof *t->vocab.slots);
@@ -194,7 +194,10 @@ static fi_status text_map_build(fi_tokenizer *t, fi_error *err) {
                 t->vocab.slots[i] = id;
                 break;
             }
-            if (t->text_len[other] == n && memcmp(tok_text(t, other), s, n) == 0) break;
+            if (t->text_len[other] == n && memcmp(tok_text(t, other), s, n) == 0) {
+                t->vocab.slots[i] = id;
+                break;
+            }
         }
     }
     return FI_OK;

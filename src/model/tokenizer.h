@@ -23,8 +23,8 @@ fi_status fi_tokenizer_from_gguf(const fi_gguf *g, fi_tokenizer **out, fi_error 
 
 /* Builds a tokenizer from plain arrays (tests, tools). tokens[i] is the vocabulary text of id i (NUL
  * terminated, as stored: byte-level BPE text or SentencePiece text with '▁'); scores may be NULL (BPE);
- * types may be NULL (all normal); merges ("a b", rank = index) only for BPE. pre: the pre-tokenizer name
- * (BPE only; NULL = "default"). Special ids may be -1. */
+ * types may be NULL (all normal); merges ("a b", rank = index) only for BPE; a merge whose parts or result
+ * are not tokens is ignored. pre: the pre-tokenizer name (BPE only; NULL = "default"). Special ids may be -1. */
 typedef struct fi_tokenizer_spec {
     fi_tokenizer_kind kind;
     const char *const *tokens;
@@ -41,7 +41,10 @@ fi_status fi_tokenizer_from_spec(const fi_tokenizer_spec *spec, fi_tokenizer **o
 
 void fi_tokenizer_free(fi_tokenizer *t);
 
-/* add_special: BOS/EOS per the model's add_bos/add_eos flags; parse_special: "<|im_start|>" in text -> its id. */
+/* add_special: BOS/EOS per the model's add_bos/add_eos flags; parse_special: "<|im_start|>" in text -> its id
+ * (user-defined tokens are matched either way). Byte-level BPE reads malformed UTF-8 bytes as U+FFFD, and
+ * drops bytes the vocabulary cannot spell, as llama.cpp does. The tokenizer is read-only here: threads may
+ * share it. */
 fi_status fi_tokenizer_encode(const fi_tokenizer *t, const char *text, size_t len, bool add_special,
                               bool parse_special, int32_t **ids, size_t *n_ids, fi_error *err); /* caller frees *ids */
 

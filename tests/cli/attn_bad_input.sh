@@ -156,5 +156,9 @@ rc=$?
 if [ "$rc" -eq 1 ] && [ ! -e "$out" ] && grep -q "removed" "$tmp/stderr"; then echo "ok: unwritable --lse removes --out"; else
   echo "FAIL: unwritable --lse: exit code $rc" >&2; cat "$tmp/stderr" >&2; fails=$((fails + 1)); fi
 
+# --help is not an error: usage on stdout, exit code 0.
+if "$bin" attn --help > "$tmp/stdout" 2>&1 && grep -q "usage: flexinfer attn" "$tmp/stdout"; then echo "ok: --help"; else
+  echo "FAIL: --help" >&2; fails=$((fails + 1)); fi
+
 if [ "$fails" -ne 0 ]; then echo "$fails case(s) failed" >&2; exit 1; fi
 echo "all bad-input cases passed"

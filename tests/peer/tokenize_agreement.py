@@ -6,7 +6,9 @@ newlines, digits, contractions, special tokens, random code points), tokenizes e
 `flexinfer tokenize --file` and with llama_cpp.Llama(model, vocab_only=True).tokenize(...), with and
 without special-token parsing, and requires identical ids for every string.
 
-usage: tokenize_agreement.py FLEXINFER_BINARY [MODEL] [--count N] [--seed S]
+usage: tokenize_agreement.py FLEXINFER_BINARY [MODEL] [--count N] [--seed S] [--pre NAME ...]
+--pre NAME also runs the comparison on a copy of the model whose tokenizer.ggml.pre is NAME (same
+vocabulary and merges, another pre-tokenizer regex on both sides), e.g. --pre llama-bpe qwen2 gpt-4o gpt2 default.
 Exit: 0 all identical, 1 a difference, 77 skipped (llama_cpp or the model missing).
 """
 import argparse
@@ -52,6 +54,12 @@ ALPHABETS = {
     "words": ["the", " the", "token", "izer", " Hello", "world", "I'm", "you're", "'s", "'LL", " 2024", "def",
               "return", "    ", "\n\n", "  \n", "café", "naïve", "東京", "🤗", "x", "==", "->", "//", "/*", "*/"],
 }
+
+# Malformed UTF-8: both engines read a byte that starts no valid sequence as U+FFFD.
+INVALID_UTF8 = [
+    b"\xf2", b"a\xffb", b"\xc3", b"\xe4\xb8", b"x\x80y", b"\xc0\x80", b"\xed\xa0\x80", b"caf\xe9 au lait",
+    b"\xf0\x9f\x98", b"\xf0\x9f\x98 \x80\x80", b"12\xfe34", b"<|im_start|>\xff<|im_end|>",
+]
 
 CODE = [
     "import numpy as np\nx = np.zeros((3, 4))\nprint(x.shape)",
@@ -102,9 +110,9 @@ def random_text(rng):
 
 
 def escape(s):
-    """One line of the --file format: UTF-8 bytes with \\, \\n, \\t and control bytes escaped."""
+    """One line of the --file format: the bytes with \\, \\n, \\t and control bytes escaped."""
     buf = bytearray()
-    for b in s.encode("utf-8"):
+    for b in s:
         if b == 0x5C:
             buf += b"\\\\"
         elif b == 0x0A:
@@ -116,6 +124,67 @@ def escape(s):
         else:
             buf.append(b)
     return bytes(buf)
+
+
+def gguf_with_pre(src, dst, pre):
+    """Copies a GGUF v2/v3 file, replacing the string tokenizer.ggml.pre (added if absent)."""
+    import struct
+    with open(src, "rb") as f:
+        data = f.read()
+    if data[:4] != b"GGUF":
+        raise SystemExit("%s is not a GGUF file" % src)
+    version, n_tensors, n_kv = struct.unpack_from("<IQQ", data, 4)
+    pos = 24
+    scalar = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+    def skip_value(pos, t):
+        if t in scalar:
+            return pos + scalar[t]
+        if t == 8:
+            (n,) = struct.unpack_from("<Q", data, pos)
+            return pos + 8 + n
+        if t == 9:
+            et, n = struct.unpack_from("<IQ", data, pos)
+            pos += 12
+            if et in scalar:
+                return pos + n * scalar[et]
+            for _ in range(n):
+                pos = skip_value(pos, et)
+            return pos
+        raise SystemExit("unknown GGUF type %d" % t)
+
+    kvs = []
+    alignment = 32
+    for _ in range(n_kv):
+        start = pos
+        (klen,) = struct.unpack_from("<Q", data, pos)
+        key = data[pos + 8:pos + 8 + klen].decode()
+        pos += 8 + klen
+        (t,) = struct.unpack_from("<I", data, pos)
+        end = skip_value(pos + 4, t)
+        if key == "general.alignment":
+            (alignment,) = struct.unpack_from("<I", data, pos + 4)
+        if key != "tokenizer.ggml.pre":
+            kvs.append(data[start:end])
+        pos = end
+    key = b"tokenizer.ggml.pre"
+    kvs.append(struct.pack("<Q", len(key)) + key + struct.pack("<IQ", 8, len(pre)) + pre.encode())
+    tensor_start = pos
+    for _ in range(n_tensors):
+        (nlen,) = struct.unpack_from("<Q", data, pos)
+        pos += 8 + nlen
+        (ndim,) = struct.unpack_from("<I", data, pos)
+        pos += 4 + 8 * ndim + 4 + 8
+    tensor_infos = data[tensor_start:pos]
+    data_start = (pos + alignment - 1) // alignment * alignment
+    out = bytearray(data[:8] + struct.pack("<QQ", n_tensors, len(kvs)))
+    for kv in kvs:
+        out += kv
+    out += tensor_infos
+    out += b"\0" * ((-len(out)) % alignment)
+    out += data[data_start:]
+    with open(dst, "wb") as f:
+        f.write(out)
 
 
 def flexinfer_ids(binary, model, strings, parse_special):
@@ -146,6 +215,7 @@ def main():
     ap.add_argument("model", nargs="?", default=None)
     ap.add_argument("--count", type=int, default=600)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--pre", nargs="*", default=[])
     args = ap.parse_args()
     root = os.environ.get("FI_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
     model = args.model or os.path.join(root, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -160,23 +230,34 @@ def main():
 
     rng = random.Random(args.seed)
     strings = list(FIXED)
-    while len(strings) < args.count:
+    while len(strings) < args.count - len(INVALID_UTF8):
         strings.append(random_text(rng))
-    peer = llama_cpp.Llama(model, vocab_only=True, verbose=False)
+    strings = [s.encode("utf-8") for s in strings] + INVALID_UTF8
+    status = compare(args.binary, model, strings, "", args.seed)
+    for pre in args.pre:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "pre.gguf")
+            gguf_with_pre(model, path, pre)
+            status |= compare(args.binary, path, strings, " [pre %s]" % pre, args.seed)
+    return status
 
+
+def compare(binary, model, strings, label, seed):
+    import llama_cpp
+    peer = llama_cpp.Llama(model, vocab_only=True, verbose=False)
     failures = 0
     compared = 0
     for parse_special in (True, False):
-        ours = flexinfer_ids(args.binary, model, strings, parse_special)
+        ours = flexinfer_ids(binary, model, strings, parse_special)
         for s, got in zip(strings, ours):
-            want = peer.tokenize(s.encode("utf-8"), add_bos=True, special=parse_special)
+            want = peer.tokenize(s, add_bos=True, special=parse_special)
             compared += 1
             if got != want:
                 failures += 1
                 if failures <= 10:
-                    print("DIFF special=%s %r\n  flexinfer: %s\n  llama.cpp: %s" % (parse_special, s, got, want))
-    print("tokenize agreement: %d/%d identical (%d strings x special on/off, seed %d)"
-          % (compared - failures, compared, len(strings), args.seed))
+                    print("DIFF%s special=%s %r\n  flexinfer: %s\n  llama.cpp: %s" % (label, parse_special, s, got, want))
+    print("tokenize agreement%s: %d/%d identical (%d strings x special on/off, seed %d)"
+          % (label, compared - failures, compared, len(strings), seed))
     return 1 if failures else 0
 
 
