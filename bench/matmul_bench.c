@@ -61,10 +61,15 @@ static void fill_weights(uint32_t type, uint8_t *data, size_t bytes) {
     uint16_t half = fi_f32_to_f16(0.01f);
     if (fi_ggml_block_size(type) == 32)
         for (size_t off = 0; off < bytes; off += blk) memcpy(data + off, &half, 2);
-    else if (type != FI_GGML_F32)
-        for (size_t off = 0; off < bytes; off += 2) data[off + 1] &= 0x3b; /* finite, modest values */
-    else
-        for (size_t off = 0; off < bytes; off += 4) data[off + 3] &= 0x3b;
+    else /* float types: values in [-1, 1), never subnormal (subnormals would time the FPU's slow path) */
+        for (size_t i = 0; i < bytes / fi_ggml_block_bytes(type); i++) {
+            float v = ((float)rng_byte() - 127.5f) / 128.0f;
+            if (type == FI_GGML_F32) memcpy(data + 4 * i, &v, 4);
+            else {
+                uint16_t h = type == FI_GGML_F16 ? fi_f32_to_f16(v) : fi_f32_to_bf16(v);
+                memcpy(data + 2 * i, &h, 2);
+            }
+        }
 }
 
 /* Median seconds of one pass over `copies` matrices with n_tokens tokens. */

@@ -22,7 +22,7 @@ set_property(TARGET flexinfer_cuda PROPERTY COMPILE_OPTIONS "")
 target_compile_options(flexinfer_cuda PRIVATE
   $<$<COMPILE_LANGUAGE:CUDA>:-O3 --expt-relaxed-constexpr -Xcompiler=-Wall -Xptxas=-warn-spills>)
 target_include_directories(flexinfer_cuda PUBLIC ${CMAKE_SOURCE_DIR}/include PRIVATE ${CMAKE_SOURCE_DIR}/src)
-target_link_libraries(flexinfer_cuda PUBLIC flexinfer CUDA::cudart CUDA::nvrtc CUDA::cuda_driver stdc++ m)
+target_link_libraries(flexinfer_cuda PUBLIC flexinfer CUDA::cudart stdc++ m)
 set_target_properties(flexinfer_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON)
 
 add_executable(fi_cuda_bench ${CMAKE_SOURCE_DIR}/bench/cuda/fi_cuda_bench.c)

@@ -93,6 +93,10 @@ def main():
     args = ap.parse_args()
 
     fi = run_fi(args.fi_bench, args.iters)
+    # Every case is a new shape/mask for dynamo: without a higher limit the later
+    # cases silently fall back to the unfused eager implementation.
+    torch._dynamo.config.recompile_limit = 256
+    torch._dynamo.config.accumulated_recompile_limit = 4096
     flex = torch.compile(flex_attention, dynamic=False)
     dev = torch.cuda.get_device_properties(0)
     rows = []

@@ -254,7 +254,9 @@ static void apply_mask_and_mods(const flash_plan *pl, float *st, int64_t lds, in
 }
 
 /* Asks for the K and V rows of a coming tile: decode is bound by memory latency and
- * bandwidth, and the next tile's addresses are known (also across pages). */
+ * bandwidth, and the next tile's addresses are known (also across pages). Prefill
+ * tiles too: a head's K/V rarely stay in L2 between query tiles, and the requests
+ * cost little next to a tile's arithmetic. */
 static void prefetch_tile(const flash_plan *pl, int64_t b, int64_t hkv, int64_t k0, int64_t nk) {
     const int64_t bytes = pl->pr.dim * (int64_t)fi_dtype_size(pl->pr.kv_dtype);
     for (int64_t j = 0; j < nk; j++)

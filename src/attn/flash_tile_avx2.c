@@ -62,9 +62,43 @@ ALWAYS_INLINE void qk_block(const float *qt, int64_t ldqt, const float *k, int64
     }
 }
 
+/* S^T[j0 + kk][r0 .. r0 + 31] for nkk <= 3 keys: 12 accumulators, 4 Q^T loads and nkk
+ * broadcasts per head-dim step (half the broadcasts of the 16-row block per FMA; on
+ * Zen 3 a broadcast competes with the FMAs for an FP pipe). Same chain per score. */
+ALWAYS_INLINE void qk_block32(const float *qt, int64_t ldqt, const float *k, int64_t ldk, const int nkk,
+                              int64_t dimp, float *st, int64_t lds) {
+    __m256 acc[3][4];
+#pragma GCC unroll 16
+    for (int kk = 0; kk < nkk; kk++) acc[kk][0] = acc[kk][1] = acc[kk][2] = acc[kk][3] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < dimp; c++) {
+        const float *qc = qt + c * ldqt;
+        const __m256 q0 = _mm256_loadu_ps(qc), q1 = _mm256_loadu_ps(qc + 8);
+        const __m256 q2 = _mm256_loadu_ps(qc + 16), q3 = _mm256_loadu_ps(qc + 24);
+#pragma GCC unroll 16
+        for (int kk = 0; kk < nkk; kk++) {
+            const __m256 b = _mm256_broadcast_ss(k + kk * ldk + c);
+            acc[kk][0] = _mm256_fmadd_ps(b, q0, acc[kk][0]);
+            acc[kk][1] = _mm256_fmadd_ps(b, q1, acc[kk][1]);
+            acc[kk][2] = _mm256_fmadd_ps(b, q2, acc[kk][2]);
+            acc[kk][3] = _mm256_fmadd_ps(b, q3, acc[kk][3]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int kk = 0; kk < nkk; kk++)
+#pragma GCC unroll 4
+        for (int z = 0; z < 4; z++) _mm256_storeu_ps(st + kk * lds + 8 * z, acc[kk][z]);
+}
+
 static void qk(const float *qt, int64_t ldqt, int64_t rowsp, const float *k, int64_t ldk, int64_t nk,
                int64_t dimp, float *st, int64_t lds) {
-    for (int64_t r = 0; r < rowsp; r += 16) {
+    int64_t r = 0;
+    for (; r + 32 <= rowsp; r += 32) {
+        int64_t j = 0;
+        for (; j + 3 <= nk; j += 3) qk_block32(qt + r, ldqt, k + j * ldk, ldk, 3, dimp, st + j * lds + r, lds);
+        if (nk - j == 2) qk_block32(qt + r, ldqt, k + j * ldk, ldk, 2, dimp, st + j * lds + r, lds);
+        if (nk - j == 1) qk_block32(qt + r, ldqt, k + j * ldk, ldk, 1, dimp, st + j * lds + r, lds);
+    }
+    for (; r < rowsp; r += 16) {
         int64_t j = 0;
         for (; j + 6 <= nk; j += 6) qk_block(qt + r, ldqt, k + j * ldk, ldk, 6, dimp, st + j * lds + r, lds);
         const float *kj = k + j * ldk;
@@ -129,26 +163,50 @@ ALWAYS_INLINE void pv_block(const float *pt, int64_t ldp, const int nr, int64_t 
     }
 }
 
-ALWAYS_INLINE void pv_rows(const float *pt, int64_t ldp, const int nr, int64_t nk, const float *v, int64_t ldv,
-                           int64_t dimp, const float *alpha, float *o, int64_t ldo) {
-    for (int64_t c = 0; c < dimp; c += 16) pv_block(pt, ldp, nr, nk, v + c, ldv, alpha, o + c, ldo);
+/* O rows r .. r + nr - 1 (nr <= 3), 32 columns: 12 accumulators, 4 V loads and nr
+ * broadcasts of P per key (half the broadcasts per FMA of pv_block). Same chain. */
+ALWAYS_INLINE void pv_block32(const float *pt, int64_t ldp, const int nr, int64_t nk, const float *v,
+                              int64_t ldv, const float *alpha, float *o, int64_t ldo) {
+    __m256 acc[3][4];
+#pragma GCC unroll 16
+    for (int r = 0; r < nr; r++) {
+        const __m256 a = _mm256_set1_ps(alpha[r]);
+#pragma GCC unroll 4
+        for (int z = 0; z < 4; z++) acc[r][z] = _mm256_mul_ps(a, _mm256_loadu_ps(o + r * ldo + 8 * z));
+    }
+    for (int64_t j = 0; j < nk; j++) {
+        const float *vj = v + j * ldv;
+        const __m256 v0 = _mm256_loadu_ps(vj), v1 = _mm256_loadu_ps(vj + 8);
+        const __m256 v2 = _mm256_loadu_ps(vj + 16), v3 = _mm256_loadu_ps(vj + 24);
+#pragma GCC unroll 16
+        for (int r = 0; r < nr; r++) {
+            const __m256 b = _mm256_broadcast_ss(pt + j * ldp + r);
+            acc[r][0] = _mm256_fmadd_ps(b, v0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(b, v1, acc[r][1]);
+            acc[r][2] = _mm256_fmadd_ps(b, v2, acc[r][2]);
+            acc[r][3] = _mm256_fmadd_ps(b, v3, acc[r][3]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int z = 0; z < 4; z++) _mm256_storeu_ps(o + r * ldo + 8 * z, acc[r][z]);
+}
+
+/* 32-column blocks with nr <= 3 rows where they fit, then 16-column blocks. */
+ALWAYS_INLINE void pv_rows3(const float *pt, int64_t ldp, const int nr, int64_t nk, const float *v, int64_t ldv,
+                            int64_t dimp, const float *alpha, float *o, int64_t ldo) {
+    int64_t c = 0;
+    for (; c + 32 <= dimp; c += 32) pv_block32(pt, ldp, nr, nk, v + c, ldv, alpha, o + c, ldo);
+    if (c < dimp) pv_block(pt, ldp, nr, nk, v + c, ldv, alpha, o + c, ldo);
 }
 
 static void pv(const float *pt, int64_t ldp, int64_t rows, int64_t nk, const float *v, int64_t ldv,
                int64_t dimp, const float *alpha, float *o, int64_t ldo) {
     int64_t r = 0;
-    for (; r + 6 <= rows; r += 6) pv_rows(pt + r, ldp, 6, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo);
-    const float *pr = pt + r;
-    const float *ar = alpha + r;
-    float *orow = o + r * ldo;
-    switch (rows - r) {
-    case 5: pv_rows(pr, ldp, 5, nk, v, ldv, dimp, ar, orow, ldo); break;
-    case 4: pv_rows(pr, ldp, 4, nk, v, ldv, dimp, ar, orow, ldo); break;
-    case 3: pv_rows(pr, ldp, 3, nk, v, ldv, dimp, ar, orow, ldo); break;
-    case 2: pv_rows(pr, ldp, 2, nk, v, ldv, dimp, ar, orow, ldo); break;
-    case 1: pv_rows(pr, ldp, 1, nk, v, ldv, dimp, ar, orow, ldo); break;
-    default: break;
-    }
+    for (; r + 3 <= rows; r += 3) pv_rows3(pt + r, ldp, 3, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo);
+    if (rows - r == 2) pv_rows3(pt + r, ldp, 2, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo);
+    if (rows - r == 1) pv_rows3(pt + r, ldp, 1, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo);
 }
 
 static void load_scaled(const void *src, fi_dtype t, float scale, float *dst, int64_t n) {

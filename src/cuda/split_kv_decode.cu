@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(FI_DECODE_WARPS * 32)
     constexpr int SLOTS = FI_DECODE_WARPS * RPW;
     constexpr int BK = FI_CUDA_DECODE_BLOCK_KV;
     constexpr int U = BK / SLOTS;             /* keys per slot per block */
-    constexpr int US = GC >= 8 ? 2 : U; /* keys per slot in flight */
+    constexpr int US = GC >= 8 ? 2 : 4; /* keys per slot per step (two steps in flight) */
     constexpr bool kBf16 = fi_is_bf16<T>::value;
     static_assert(U % US == 0, "key block must split evenly");
 
@@ -97,25 +97,46 @@ __global__ void __launch_bounds__(FI_DECODE_WARPS * 32)
         for (int e = 0; e < 8; e++) acc[g][e] = 0.f;
     }
 
-    for (int64_t e = e0; e < e1; e++) {
-        const bool partial = e < n_part;
-        const int64_t kv0 = (int64_t)(partial ? part[e] : full[e - n_part]) * BK;
+    /* Steps of US rows per slot, flattened over the split's key blocks; the loads
+     * of step t + 1 are issued before step t is computed, so each lane always has
+     * a step of K/V rows in flight while it does the math. */
+    constexpr int SPB = U / US; /* steps per key block */
+    const int64_t n_steps = (e1 - e0) * SPB;
+    auto step_rows = [&](int64_t t, int64_t *js) {
+        const int64_t e = e0 + t / SPB;
+        const int64_t kv0 = (int64_t)(e < n_part ? part[e] : full[e - n_part]) * BK;
+        const int u0 = (int)(t % SPB) * US;
 #pragma unroll
-        for (int u0 = 0; u0 < U; u0 += US) {
-            uint4 kr[US], vr[US];
-            int64_t js[US];
+        for (int u = 0; u < US; u++) js[u] = kv0 + (int64_t)(u0 + u) * SLOTS + slot;
+    };
+    auto issue = [&](const int64_t *js, uint4 *kr, uint4 *vr) {
 #pragma unroll
-            for (int u = 0; u < US; u++) {
-                js[u] = kv0 + (int64_t)(u0 + u) * SLOTS + slot;
-                if (js[u] < kv_len) {
-                    const T *kp, *vp;
-                    fi_decode_rows<T, D>(p, b, hk, (int32_t)js[u], kp, vp);
-                    kr[u] = __ldg(reinterpret_cast<const uint4 *>(kp + dl * 8));
-                    vr[u] = __ldg(reinterpret_cast<const uint4 *>(vp + dl * 8));
-                } else {
-                    kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
-                }
+        for (int u = 0; u < US; u++) {
+            if (js[u] < kv_len) {
+                const T *kp, *vp;
+                fi_decode_rows<T, D>(p, b, hk, (int32_t)js[u], kp, vp);
+                kr[u] = __ldg(reinterpret_cast<const uint4 *>(kp + dl * 8));
+                vr[u] = __ldg(reinterpret_cast<const uint4 *>(vp + dl * 8));
+            } else {
+                kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
             }
+        }
+    };
+    uint4 kr[US], vr[US];
+    int64_t js[US];
+    if (n_steps > 0) {
+        step_rows(0, js);
+        issue(js, kr, vr);
+    }
+    for (int64_t t = 0; t < n_steps; t++) {
+        const bool partial = e0 + t / SPB < n_part;
+        uint4 kn[US], vn[US];
+        int64_t jn[US];
+        if (t + 1 < n_steps) {
+            step_rows(t + 1, jn);
+            issue(jn, kn, vn);
+        }
+        {
             float s[GC][US];
 #pragma unroll
             for (int u = 0; u < US; u++) {
@@ -161,6 +182,10 @@ __global__ void __launch_bounds__(FI_DECODE_WARPS * 32)
                     for (int c = 0; c < 8; c++) acc[g][c] = fmaf(pr, v8[c], acc[g][c]);
                 }
             }
+        }
+        if (t + 1 < n_steps) {
+#pragma unroll
+            for (int u = 0; u < US; u++) kr[u] = kn[u], vr[u] = vn[u], js[u] = jn[u];
         }
     }
 

@@ -4,7 +4,12 @@
  * bound by per-op and synchronisation overhead, so every step is a slice of work per thread and
  * steps are separated by barriers only. Matmul rows are split by thread (each output element is
  * computed the same way whatever the split, so 1 and 2 threads give bit-identical logits), token
- * work (norms, activation quantization, RoPE, attention rows) is split by token. */
+ * work (norms, activation quantization) is split by token, Q/K/V by whole heads (so the thread that
+ * computes a head also rotates it and stores it in the cache), attention by 16-row query blocks.
+ * A decode step (one token) lets every thread normalise and quantize the token itself instead of
+ * waiting for one thread to do it: 5 barriers per layer. The matmuls and the attention core compute
+ * each token / query row the same way whatever the batch, so chunked prefill, one-token decode and
+ * any thread count give bit-identical logits (tests/test_llama.c). */
 #include "model/llama.h"
 
 #include <math.h>
