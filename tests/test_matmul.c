@@ -163,10 +163,10 @@ static void check_case(fi_test_rng *rng, uint32_t type, int64_t rows, int64_t co
         for (int64_t c = 0; c < cols; c++) x[t * cols + c] = (float)(scale * fi_test_rng_normal(rng));
     }
     ref_result ref = reference(type, data, rows, cols, x, n_tokens);
-    fi_matmul_weight *w = make_weight(type, data, rows, cols);
     int64_t y_stride = rows + 3;
     for (int li = 0; li < n_levels; li++) {
-        setenv("FI_SIMD", levels[li], 1);
+        setenv("FI_SIMD", levels[li], 1); /* a weight takes its SIMD path at creation */
+        fi_matmul_weight *w = make_weight(type, data, rows, cols);
         float *y = run_rows(w, x, n_tokens, y_stride, NULL, 0);
         for (int64_t t = 0; t < n_tokens; t++) {
             for (int64_t r = 0; r < rows; r++) {
@@ -195,9 +195,9 @@ static void check_case(fi_test_rng *rng, uint32_t type, int64_t rows, int64_t co
                      levels[li], (long long)rows, (long long)cols, (long long)n_tokens);
         free(ys);
         free(y);
+        fi_matmul_weight_free(w);
     }
     unsetenv("FI_SIMD");
-    fi_matmul_weight_free(w);
     free(ref.y);
     free(ref.tol);
     free(ref.yq);
@@ -269,10 +269,10 @@ static void test_thread_count_invariance(void **state) {
         uint8_t *data = random_weights(&rng, k_types[ti], rows, cols);
         float *x = malloc((size_t)(n * cols) * sizeof(float));
         for (int64_t i = 0; i < n * cols; i++) x[i] = (float)fi_test_rng_normal(&rng);
-        fi_matmul_weight *w = make_weight(k_types[ti], data, rows, cols);
         float *y1 = malloc((size_t)(n * rows) * sizeof(float)), *y2 = malloc((size_t)(n * rows) * sizeof(float));
         for (int li = 0; li < n_levels; li++) {
             setenv("FI_SIMD", levels[li], 1);
+            fi_matmul_weight *w = make_weight(k_types[ti], data, rows, cols);
             fi_error err = {0};
             assert_int_equal(fi_matmul(w, x, n, y1, 1, &err), FI_OK);
             assert_int_equal(fi_matmul(w, x, n, y2, 2, &err), FI_OK);
@@ -288,11 +288,11 @@ static void test_thread_count_invariance(void **state) {
                     fail_msg("%s %s: token %lld alone differs from in a batch", fi_ggml_type_name(k_types[ti]),
                              levels[li], (long long)t);
             }
+            fi_matmul_weight_free(w);
         }
         unsetenv("FI_SIMD");
         free(y1);
         free(y2);
-        fi_matmul_weight_free(w);
         free(x);
         free(data);
     }
@@ -319,6 +319,42 @@ static void test_packed_rows_dequantize(void **state) {
         fi_matmul_weight_free(w);
         free(data);
     }
+}
+
+/* A weight keeps the SIMD path of its creation: FI_SIMD at call time changes nothing. */
+static void test_simd_level_fixed_at_creation(void **state) {
+    (void)state;
+    const char *levels[3];
+    if (machine_levels(levels) < 2) {
+        printf("only the scalar path on this machine: nothing to compare\n");
+        return;
+    }
+    fi_test_rng rng;
+    fi_test_rng_init(&rng, fi_test_seed("simd_level_fixed_at_creation"));
+    int64_t rows = 16, cols = 576;
+    uint8_t *data = random_weights(&rng, FI_GGML_F32, rows, cols);
+    float *x = malloc((size_t)cols * sizeof(float)), y[4][16];
+    for (int64_t c = 0; c < cols; c++) x[c] = (float)fi_test_rng_normal(&rng);
+    setenv("FI_SIMD", "scalar", 1);
+    fi_matmul_weight *ws = make_weight(FI_GGML_F32, data, rows, cols);
+    unsetenv("FI_SIMD");
+    fi_matmul_weight *wv = make_weight(FI_GGML_F32, data, rows, cols);
+    fi_error err = {0};
+    assert_int_equal(fi_matmul(ws, x, 1, y[0], 1, &err), FI_OK);
+    assert_int_equal(fi_matmul(wv, x, 1, y[1], 1, &err), FI_OK);
+    setenv("FI_SIMD", "scalar", 1);
+    assert_int_equal(fi_matmul(ws, x, 1, y[2], 1, &err), FI_OK);
+    assert_int_equal(fi_matmul(wv, x, 1, y[3], 1, &err), FI_OK);
+    unsetenv("FI_SIMD");
+    assert_memory_equal(y[0], y[2], sizeof y[0]);
+    assert_memory_equal(y[1], y[3], sizeof y[1]);
+    /* The two paths round differently (FMA, lane order), so a weight that followed
+     * the environment instead would have been caught above. */
+    assert_true(memcmp(y[0], y[1], sizeof y[0]) != 0);
+    fi_matmul_weight_free(ws);
+    fi_matmul_weight_free(wv);
+    free(x);
+    free(data);
 }
 
 /* Activations prepared for one weight drive another of a shareable type to the same bits. */
@@ -385,6 +421,7 @@ int main(void) {
         cmocka_unit_test(test_odd_float_cols),
         cmocka_unit_test(test_thread_count_invariance),
         cmocka_unit_test(test_packed_rows_dequantize),
+        cmocka_unit_test(test_simd_level_fixed_at_creation),
         cmocka_unit_test(test_act_shareable),
         cmocka_unit_test(test_bad_input),
     };

@@ -54,6 +54,7 @@ fi_status fi_matmul_weight_create(uint32_t type, const void *data, int64_t rows,
     fi_matmul_weight *w = calloc(1, sizeof *w);
     if (!w) return fi_error_set(err, FI_ERR_NOMEM, "matmul: out of memory");
     w->type = type;
+    w->simd = fi_cpu_simd_level();
     w->rows = rows;
     w->cols = cols;
     if (!is_quantized(type)) {
@@ -151,7 +152,7 @@ void fi_matmul_quantize_act(const fi_matmul_weight *w, const float *x, int64_t n
         uint8_t *dst = (uint8_t *)act + (size_t)t * w->act_token_bytes;
         const float *xt = x + (size_t)t * (size_t)w->cols;
         if (is_quantized(w->type))
-            fi_quant_act_quantize(xt, w->cols, fi_quant_act_row_view(dst, w->cols));
+            fi_quant_act_quantize_level(xt, w->cols, fi_quant_act_row_view(dst, w->cols), w->simd);
         else
             memcpy(dst, xt, (size_t)w->cols * sizeof(float));
     }
@@ -162,7 +163,7 @@ void fi_matmul_rows(const fi_matmul_weight *w, const void *act, int64_t n_tokens
     if (row_begin < 0) row_begin = 0;
     if (row_end > w->rows) row_end = w->rows;
     if (row_begin >= row_end || n_tokens <= 0) return;
-    switch (fi_cpu_simd_level()) {
+    switch (w->simd) {
     case FI_SIMD_AVX512: fi_mm_rows_avx512(w, act, n_tokens, y, y_stride, row_begin, row_end); break;
     case FI_SIMD_AVX2: fi_mm_rows_avx2(w, act, n_tokens, y, y_stride, row_begin, row_end); break;
     default: fi_mm_rows_scalar(w, act, n_tokens, y, y_stride, row_begin, row_end); break;

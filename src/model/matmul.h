@@ -26,7 +26,9 @@
 typedef struct fi_matmul_weight fi_matmul_weight;
 
 /* type: a ggml type id (fi_ggml_type_supported); cols must be a multiple of
- * the type's block size. May repack into an owned copy. */
+ * the type's block size. May repack into an owned copy. The SIMD path
+ * (fi_cpu_simd_level, capped by FI_SIMD) is chosen here, once, for every later
+ * call on this weight. */
 fi_status fi_matmul_weight_create(uint32_t type, const void *data, int64_t rows, int64_t cols,
                                   fi_matmul_weight **out, fi_error *err);
 void fi_matmul_weight_free(fi_matmul_weight *w);

@@ -31,6 +31,7 @@ struct fi_matmul_weight {
     size_t block_stride;       /* bytes of one packed block of 8 rows */
     size_t header_bytes;       /* scale bytes at the start of a packed block */
     size_t act_token_bytes;    /* bytes of one token in the act buffer */
+    fi_simd_level simd;        /* fi_cpu_simd_level() at creation: read once, not per call (getenv) */
 };
 
 /* Byte of packed Q4 quants holding element j of row slot k; high nibble if j >= 16. */

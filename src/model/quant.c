@@ -122,7 +122,11 @@ fi_quant_act_row fi_quant_act_row_view(void *base, int64_t n) {
 void fi_quant_act_quantize_avx2(const float *x, int64_t n, fi_quant_act_row row); /* quant_avx2.c */
 
 void fi_quant_act_quantize(const float *x, int64_t n, fi_quant_act_row row) {
-    if (fi_cpu_simd_level() >= FI_SIMD_AVX2) {
+    fi_quant_act_quantize_level(x, n, row, fi_cpu_simd_level());
+}
+
+void fi_quant_act_quantize_level(const float *x, int64_t n, fi_quant_act_row row, fi_simd_level level) {
+    if (level >= FI_SIMD_AVX2) {
         fi_quant_act_quantize_avx2(x, n, row);
         return;
     }

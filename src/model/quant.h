@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/cpu.h"
 #include "flexinfer.h"
 
 typedef enum fi_ggml_type {
@@ -62,5 +63,8 @@ fi_quant_act_row fi_quant_act_row_view(void *base, int64_t n);
 /* Quantizes n floats (n a multiple of 32) into a view. Rounds to nearest even,
  * so every SIMD path produces the same bytes. */
 void fi_quant_act_quantize(const float *x, int64_t n, fi_quant_act_row row);
+/* The same with the SIMD level given (one fi_cpu_simd_level() returned, e.g.
+ * cached by a matmul weight at creation): saves the FI_SIMD look-up per call. */
+void fi_quant_act_quantize_level(const float *x, int64_t n, fi_quant_act_row row, fi_simd_level level);
 
 #endif
