@@ -145,7 +145,7 @@ void fi_quant_act_quantize_level(const float *x, int64_t n, fi_quant_act_row row
             row.q[b * 32 + j] = (int8_t)v;
             sum += v;
         }
-        row.d[b] = d;
+        row.d[b] = fi_f16_to_f32(fi_f32_to_f16(d));
         row.sum[b] = sum;
     }
 }

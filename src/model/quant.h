@@ -46,9 +46,11 @@ fi_status fi_quant_dequantize_row(uint32_t type, const void *src, float *dst, in
 
 /* ---- Activation quantization (what the integer kernels consume) ----
  * One token's activations of n = nb * 32 floats become nb blocks: int8 q[32]
- * with a per-block f32 scale d = amax / 127 (ggml rounds it to f16; f32 keeps
- * tiny activations from flushing to zero) and the integer sum of q (for the
- * offset terms of Q4_0 and Q4_1). x[i] ~= d * q[i]; |x[i] - d q[i]| <= 0.5 d. */
+ * with a per-block scale d = amax / 127 rounded to f16 precision as ggml stores
+ * it (q uses the unrounded 1/d, as ggml does: this moves the logits measurably
+ * closer to llama.cpp's) and the integer sum of q (for the
+ * offset terms of Q4_0 and Q4_1). x[i] ~= d * q[i], within half a step plus the
+ * f16 rounding of d times |q[i]|. */
 typedef struct fi_quant_act_row {
     int8_t *q;    /* [nb * 32] */
     float *d;     /* [nb] */

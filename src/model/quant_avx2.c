@@ -3,6 +3,7 @@
  * clamp to +-127), so both produce identical bytes. */
 #include <immintrin.h>
 
+#include "core/dtype.h"
 #include "model/quant.h"
 
 void fi_quant_act_quantize_avx2(const float *x, int64_t n, fi_quant_act_row row);
@@ -41,7 +42,7 @@ void fi_quant_act_quantize_avx2(const float *x, int64_t n, fi_quant_act_row row)
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
-        row.d[b] = d;
+        row.d[b] = fi_f16_to_f32(fi_f32_to_f16(d));
         row.sum[b] = _mm_cvtsi128_si32(s4);
     }
 }
