@@ -277,6 +277,10 @@ static void run_item(const flash_plan *pl, const flash_item *it, int split, flas
     const int64_t rows = nq * pl->heads_per_unit, d = pr->dim, dimp = pl->dimp;
     const int64_t rowsp = round_up(rows, FI_FLASH_ROW_ALIGN), lds = rowsp;
     const bool use_qt = rows >= FI_FLASH_QT_MIN_ROWS;
+    /* The few-row path pads rows only to the softmax's own step: fewer -inf fills and
+     * exps of padding per key (decode has 4 rows of 16). */
+    const int64_t rows_sm =
+        use_qt ? rowsp : round_up(rows, ops->softmax_row_step > 0 ? ops->softmax_row_step : FI_FLASH_ROW_ALIGN);
 
     /* Q tile: converted and scaled once; transposed once when the Q^T kernel is used. */
     for (int64_t r = 0; r < rows; r++) {
@@ -315,10 +319,10 @@ static void run_item(const flash_plan *pl, const flash_item *it, int split, flas
         } else {
             ops->qk_rows(sc->q, dimp, rows, kk, ld, nk, dimp, sc->st, lds);
             for (int64_t j = 0; j < nk; j++)
-                for (int64_t r = rows; r < rowsp; r++) sc->st[j * lds + r] = -INFINITY;
+                for (int64_t r = rows; r < rows_sm; r++) sc->st[j * lds + r] = -INFINITY;
         }
         if (partial || pl->p->score_mod) apply_mask_and_mods(pl, sc->st, lds, rows, nq, b, h0, q0, k0, nk, partial);
-        ops->softmax(sc->st, lds, rowsp, nk, sc->m, sc->l, sc->alpha);
+        ops->softmax(sc->st, lds, rows_sm, nk, sc->m, sc->l, sc->alpha);
         const float *vv = kv_tile(pl, true, b, hkv, k0, nk, sc->v, &ld);
         ops->pv(sc->st, lds, rows, nk, vv, ld, dimp, sc->alpha, sc->o, dimp);
     }

@@ -38,6 +38,9 @@ typedef struct fi_flash_tile_ops {
                int64_t dimp, const float *alpha, float *o, int64_t ldo);
     /* dst[i] = scale * src[i] for i < n, converting from the input type. */
     void (*load_scaled)(const void *src, fi_dtype t, float scale, float *dst, int64_t n);
+    /* softmax accepts any rowsp that is a multiple of this (0: FI_FLASH_ROW_ALIGN); the
+     * few-row path then runs it over fewer padded rows. */
+    int softmax_row_step;
 } fi_flash_tile_ops;
 
 extern const fi_flash_tile_ops fi_flash_tile_scalar;

@@ -166,7 +166,7 @@ ALWAYS_INLINE void pv_block(const float *pt, int64_t ldp, const int nr, int64_t 
 /* O rows r .. r + nr - 1 (nr <= 3), 32 columns: 12 accumulators, 4 V loads and nr
  * broadcasts of P per key (half the broadcasts per FMA of pv_block). Same chain. */
 ALWAYS_INLINE void pv_block32(const float *pt, int64_t ldp, const int nr, int64_t nk, const float *v,
-                              int64_t ldv, const float *alpha, float *o, int64_t ldo) {
+                              int64_t ldv, const float *alpha, float *o, int64_t ldo, const bool pf) {
     __m256 acc[3][4];
 #pragma GCC unroll 16
     for (int r = 0; r < nr; r++) {
@@ -176,6 +176,11 @@ ALWAYS_INLINE void pv_block32(const float *pt, int64_t ldp, const int nr, int64_
     }
     for (int64_t j = 0; j < nk; j++) {
         const float *vj = v + j * ldv;
+        if (pf) { /* these columns of the same key one tile on (see fi_rows_qk) */
+            const uintptr_t next = (uintptr_t)vj + (uintptr_t)(nk * ldv) * sizeof(float); /* may lie past V */
+            _mm_prefetch((const char *)next, _MM_HINT_T0);
+            _mm_prefetch((const char *)(next + 16 * sizeof(float)), _MM_HINT_T0);
+        }
         const __m256 v0 = _mm256_loadu_ps(vj), v1 = _mm256_loadu_ps(vj + 8);
         const __m256 v2 = _mm256_loadu_ps(vj + 16), v3 = _mm256_loadu_ps(vj + 24);
 #pragma GCC unroll 16
@@ -195,18 +200,28 @@ ALWAYS_INLINE void pv_block32(const float *pt, int64_t ldp, const int nr, int64_
 
 /* 32-column blocks with nr <= 3 rows where they fit, then 16-column blocks. */
 ALWAYS_INLINE void pv_rows3(const float *pt, int64_t ldp, const int nr, int64_t nk, const float *v, int64_t ldv,
-                            int64_t dimp, const float *alpha, float *o, int64_t ldo) {
+                            int64_t dimp, const float *alpha, float *o, int64_t ldo, const bool pf) {
     int64_t c = 0;
-    for (; c + 32 <= dimp; c += 32) pv_block32(pt, ldp, nr, nk, v + c, ldv, alpha, o + c, ldo);
+    for (; c + 32 <= dimp; c += 32) pv_block32(pt, ldp, nr, nk, v + c, ldv, alpha, o + c, ldo, pf);
     if (c < dimp) pv_block(pt, ldp, nr, nk, v + c, ldv, alpha, o + c, ldo);
 }
 
 static void pv(const float *pt, int64_t ldp, int64_t rows, int64_t nk, const float *v, int64_t ldv,
                int64_t dimp, const float *alpha, float *o, int64_t ldo) {
+    /* Few rows (decode): V is streamed, not reused; ask for the next tile's V during the
+     * first pass. Many rows: the driver's per-tile prefetch suffices. */
+    if (rows < 16) {
+        int64_t r = 0;
+        for (; r + 3 <= rows; r += 3)
+            pv_rows3(pt + r, ldp, 3, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, r == 0);
+        if (rows - r == 2) pv_rows3(pt + r, ldp, 2, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, r == 0);
+        if (rows - r == 1) pv_rows3(pt + r, ldp, 1, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, r == 0);
+        return;
+    }
     int64_t r = 0;
-    for (; r + 3 <= rows; r += 3) pv_rows3(pt + r, ldp, 3, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo);
-    if (rows - r == 2) pv_rows3(pt + r, ldp, 2, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo);
-    if (rows - r == 1) pv_rows3(pt + r, ldp, 1, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo);
+    for (; r + 3 <= rows; r += 3) pv_rows3(pt + r, ldp, 3, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, false);
+    if (rows - r == 2) pv_rows3(pt + r, ldp, 2, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, false);
+    if (rows - r == 1) pv_rows3(pt + r, ldp, 1, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, false);
 }
 
 static void load_scaled(const void *src, fi_dtype t, float scale, float *dst, int64_t n) {
@@ -233,4 +248,4 @@ static void load_scaled(const void *src, fi_dtype t, float scale, float *dst, in
 
 const fi_flash_tile_ops fi_flash_tile_avx2 = {
     .qk = qk, .qk_rows = fi_rows_qk, .softmax = softmax, .pv = pv,
-    .load_scaled = load_scaled};
+    .load_scaled = load_scaled, .softmax_row_step = 8};

@@ -95,6 +95,13 @@ static inline void fi_rows_qk(const float *q, int64_t ldq, int64_t rows, const f
             for (int64_t jj = 0; jj < nkeys; jj++) memcpy(tail + jj * dimp, k + (j + jj) * ldk, sizeof(float) * (size_t)dimp);
             fi_rows_transpose_keys(tail, dimp, dimp, kt);
         }
+        /* The same keys one tile on, where K continues at this stride (dense K, or within
+         * a page): requests spread over the tile keep the loads ahead of the strided
+         * transposes; a wrong guess (next page) only wastes the requests. */
+        const uintptr_t next = (uintptr_t)(k + j * ldk) + (uintptr_t)(nk * ldk) * sizeof(float);
+        for (int64_t jj = 0; jj < FI_ROWS_KEYS; jj++)
+            for (int64_t off = 0; off < dimp * (int64_t)sizeof(float); off += 64)
+                _mm_prefetch((const char *)(next + (uintptr_t)(jj * ldk) * sizeof(float) + (uintptr_t)off), _MM_HINT_T0);
         float *sj = st + j * lds;
         int64_t r = 0;
         for (; r + 4 <= rows; r += 4) fi_rows_qk_block(q + r * ldq, ldq, 4, kt, dimp, nkeys, sj + r, lds);
