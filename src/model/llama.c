@@ -467,6 +467,18 @@ static inline void split_rows(int64_t rows, int64_t g, int tid, int nth, int64_t
     *e = u1 * g < rows ? u1 * g : rows;
 }
 
+/* x[t, :] += W . act[t] over this thread's share of W's rows: the attention output and FFN down
+ * projections both end their block by adding into the residual stream. */
+static void matmul_add_residual(const fi_matmul_weight *w, const void *act, int64_t n, float *tmp,
+                                float *x, int64_t E, int tid, int nth) {
+    int64_t b, e;
+    split_rows(E, fi_matmul_row_granule(w), tid, nth, &b, &e);
+    if (e <= b) return;
+    fi_matmul_rows(w, act, n, tmp, E, b, e);
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t r = b; r < e; r++) x[t * E + r] += tmp[t * E + r];
+}
+
 static void rmsnorm(const float *x, const float *w, float *y, int64_t n, float eps) {
     double ss = 0; /* double: the sum over hundreds of elements stays exact enough to match peers */
     for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
@@ -623,15 +635,7 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
             if (!priv) {
 #pragma omp barrier
             }
-            {
-                int64_t b, e;
-                split_rows(E, fi_matmul_row_granule(L->wo), tid, nth, &b, &e);
-                if (e > b) {
-                    fi_matmul_rows(L->wo, act[0], n, s->tmp, E, b, e);
-                    for (int64_t t = 0; t < n; t++)
-                        for (int64_t r = b; r < e; r++) s->x[t * E + r] += s->tmp[t * E + r];
-                }
-            }
+            matmul_add_residual(L->wo, act[0], n, s->tmp, s->x, E, tid, nth);
 #pragma omp barrier
             for (int64_t t = q0; t < q1; t++) rmsnorm(s->x + t * E, L->ffn_norm, xn + t * E, E, hp->norm_eps);
             const fi_matmul_weight *gu[2] = {L->w_gate, L->w_up};
@@ -660,15 +664,7 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
             if (!priv) {
 #pragma omp barrier
             }
-            {
-                int64_t b, e;
-                split_rows(E, fi_matmul_row_granule(L->w_down), tid, nth, &b, &e);
-                if (e > b) {
-                    fi_matmul_rows(L->w_down, act[0], n, s->tmp, E, b, e);
-                    for (int64_t t = 0; t < n; t++)
-                        for (int64_t r = b; r < e; r++) s->x[t * E + r] += s->tmp[t * E + r];
-                }
-            }
+            matmul_add_residual(L->w_down, act[0], n, s->tmp, s->x, E, tid, nth);
 #pragma omp barrier
         }
 
