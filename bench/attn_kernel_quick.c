@@ -1,13 +1,17 @@
 /* Quick timing of the CPU flash-attention kernel (not the full benchmark):
  *   prefill B1 H8 L4096 D128, masks full and causal  -> GFLOP/s (4 B H L^2 D x density)
  *   decode  Lq 1, Lk 32768, Hq 32 / Hkv 8, D 128      -> GB/s of K/V read
- * for 1 and 2 threads. Usage: attn_kernel_quick [L] [reps] [prefill|decode] */
+ * for 1 and 2 threads. Usage: attn_kernel_quick [L] [reps] [prefill|decode|kernels]
+ * "kernels" times the per-tile microkernels of the current SIMD level alone (one thread,
+ * a 64-key D128 tile in cache, 4 rows as in GQA decode and 64 rows as in prefill): ns per
+ * key, best of reps x 1000 calls, so that kernel changes can be compared on a busy machine. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "attn/flash_tile.h"
 #include "core/cpu.h"
 #include "flexinfer.h"
 
@@ -32,10 +36,54 @@ static double best_time(fi_attn_params *p, int reps) {
     return best;
 }
 
+/* Best time per key of each microkernel on one cached tile (see the file comment). */
+static void time_kernels(int reps) {
+    enum { NK = 64, D = 128, ROWS = 64 };
+    const fi_flash_tile_ops *ops = fi_flash_tile_select();
+    float *q = aligned_alloc(64, sizeof(float) * ROWS * D), *qt = aligned_alloc(64, sizeof(float) * ROWS * D);
+    float *k = aligned_alloc(64, sizeof(float) * NK * D), *v = aligned_alloc(64, sizeof(float) * NK * D);
+    float *st = aligned_alloc(64, sizeof(float) * NK * ROWS), *o = aligned_alloc(64, sizeof(float) * ROWS * D);
+    float m[ROWS], l[ROWS], alpha[ROWS];
+    for (int i = 0; i < ROWS * D; i++) q[i] = (float)(rand() % 100) / 1000.0f, o[i] = 0.0f;
+    for (int c = 0; c < D; c++)
+        for (int r = 0; r < ROWS; r++) qt[c * ROWS + r] = q[r * D + c];
+    for (int i = 0; i < NK * D; i++) k[i] = v[i] = (float)(rand() % 100) / 100.0f;
+    const int row_counts[2] = {4, ROWS};
+    for (int ri = 0; ri < 2; ri++) {
+        const int rows = row_counts[ri];
+        /* the rows the driver gives the softmax: padded to its step below 16 rows */
+        const int step = ops->softmax_row_step > 0 ? ops->softmax_row_step : FI_FLASH_ROW_ALIGN;
+        const int rows_sm = rows < 16 ? (rows + step - 1) / step * step : rows;
+        for (int r = 0; r < ROWS; r++) m[r] = -INFINITY, l[r] = 0.0f;
+        double best[3] = {1e30, 1e30, 1e30};
+        for (int rep = 0; rep < reps * 1000; rep++) {
+            const double t0 = now();
+            if (ops->qk && rows >= 16) ops->qk(qt, ROWS, rows, k, D, NK, D, st, ROWS);
+            else ops->qk_rows(q, D, rows, k, D, NK, D, st, ROWS);
+            const double t1 = now();
+            ops->softmax(st, ROWS, rows_sm, NK, m, l, alpha);
+            const double t2 = now();
+            ops->pv(st, ROWS, rows, NK, v, D, D, alpha, o, D);
+            const double t3 = now();
+            if (t1 - t0 < best[0]) best[0] = t1 - t0;
+            if (t2 - t1 < best[1]) best[1] = t2 - t1;
+            if (t3 - t2 < best[2]) best[2] = t3 - t2;
+        }
+        printf("kernels %d rows, 64-key D128 tile: qk %.1f ns/key  softmax %.1f ns/key  pv %.1f ns/key\n", rows,
+               best[0] / NK * 1e9, best[1] / NK * 1e9, best[2] / NK * 1e9);
+    }
+    free(q), free(qt), free(k), free(v), free(st), free(o);
+}
+
 int main(int argc, char **argv) {
     const int64_t L = argc > 1 ? atoll(argv[1]) : 4096, H = 8, D = 128;
     const int reps = argc > 2 ? atoi(argv[2]) : 3;
-    const char *only = argc > 3 ? argv[3] : ""; /* "prefill" or "decode" to run one part */
+    const char *only = argc > 3 ? argv[3] : ""; /* "prefill", "decode" or "kernels" to run one part */
+    if (strcmp(only, "kernels") == 0) {
+        printf("simd %s\n", fi_simd_level_name(fi_cpu_simd_level()));
+        time_kernels(reps);
+        return 0;
+    }
     float *q = malloc((size_t)(H * L * D) * sizeof(float)), *k = malloc((size_t)(H * L * D) * sizeof(float));
     float *v = malloc((size_t)(H * L * D) * sizeof(float)), *o = malloc((size_t)(H * L * D) * sizeof(float));
     srand(1);

@@ -54,7 +54,8 @@ typedef struct flash_plan {
 
 typedef struct flash_scratch {
     float *q, *qt, *o, *st, *k, *v, *m, *l, *alpha;
-    int32_t *tiles; /* kv tile index, negative-1 encoded for PARTIAL: -(kb + 1) */
+    int32_t *key_lo, *key_hi; /* PARTIAL tile of an interval mask: row r keeps keys [lo, hi) of the tile */
+    int32_t *tiles;           /* kv tile index, negative-1 encoded for PARTIAL: -(kb + 1) */
 } flash_scratch;
 
 static bool mask_interval(const fi_mask *m, int64_t q, key_range *r) {
@@ -227,7 +228,8 @@ static const float *kv_tile(const flash_plan *pl, bool is_v, int64_t b, int64_t 
     return dst;
 }
 
-/* Element-level masking and score mods on an S^T tile (after scaling). */
+/* Element-level masking (masks that are not intervals) and score mods on an S^T tile
+ * (after scaling). Interval masks are applied by mask_key_ranges instead. */
 static void apply_mask_and_mods(const flash_plan *pl, float *st, int64_t lds, int64_t rows, int64_t nq,
                                 int64_t b, int64_t h0, int64_t q0, int64_t k0, int64_t nk, bool partial) {
     const fi_attn_params *p = pl->p;
@@ -235,17 +237,9 @@ static void apply_mask_and_mods(const flash_plan *pl, float *st, int64_t lds, in
     for (int64_t r = 0; r < rows; r++) {
         const int64_t h = h0 + r / nq, qpos = in->q_offset + q0 + r % nq;
         float *col = st + r;
-        if (partial && p->mask) {
-            if (pl->interval_mask) {
-                key_range kr;
-                mask_interval(p->mask, qpos, &kr);
-                for (int64_t j = 0; j < nk; j++)
-                    if (k0 + j < kr.lo || k0 + j > kr.hi) col[j * lds] = -INFINITY;
-            } else {
-                for (int64_t j = 0; j < nk; j++)
-                    if (!fi_mask_keep(p->mask, in, b, h, qpos, k0 + j)) col[j * lds] = -INFINITY;
-            }
-        }
+        if (partial && p->mask && !pl->interval_mask)
+            for (int64_t j = 0; j < nk; j++)
+                if (!fi_mask_keep(p->mask, in, b, h, qpos, k0 + j)) col[j * lds] = -INFINITY;
         if (p->score_mod)
             for (int64_t j = 0; j < nk; j++)
                 if (col[j * lds] != -INFINITY)
@@ -253,17 +247,59 @@ static void apply_mask_and_mods(const flash_plan *pl, float *st, int64_t lds, in
     }
 }
 
+/* PARTIAL tile of an interval mask: the keys [key_lo[r], key_hi[r]) of the tile that row r
+ * keeps (empty when lo >= hi), for r < rows_all; rows past rows (padding) keep nothing. */
+static void mask_key_ranges(const flash_plan *pl, flash_scratch *sc, int64_t rows, int64_t rows_all, int64_t nq,
+                            int64_t q0, int64_t k0, int64_t nk) {
+    for (int64_t r = 0; r < rows_all; r++) {
+        int64_t lo = nk, hi = 0;
+        if (r < rows) {
+            key_range kr;
+            mask_interval(pl->p->mask, pl->pr.mask_in.q_offset + q0 + r % nq, &kr);
+            lo = kr.lo - k0 < 0 ? 0 : kr.lo - k0 > nk ? nk : kr.lo - k0;
+            hi = kr.hi - k0 + 1 > nk ? nk : kr.hi - k0 + 1 < 0 ? 0 : kr.hi - k0 + 1;
+        }
+        sc->key_lo[r] = (int32_t)lo;
+        sc->key_hi[r] = (int32_t)hi;
+    }
+}
+
+/* The keys [*lo, *hi) that some row of [r0, r1) keeps (after mask_key_ranges); false if none. */
+static bool block_key_span(const flash_scratch *sc, int64_t r0, int64_t r1, int64_t nk, int64_t *lo, int64_t *hi) {
+    *lo = nk, *hi = 0;
+    for (int64_t r = r0; r < r1; r++)
+        if (sc->key_lo[r] < sc->key_hi[r]) {
+            if (sc->key_lo[r] < *lo) *lo = sc->key_lo[r];
+            if (sc->key_hi[r] > *hi) *hi = sc->key_hi[r];
+        }
+    return *lo < *hi;
+}
+
+static void fill_masked(float *st, int64_t lds, int64_t r0, int64_t r1, int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; j++)
+        for (int64_t r = r0; r < r1; r++) st[j * lds + r] = -INFINITY;
+}
+
 /* Asks for the K and V rows of a coming tile: decode is bound by memory latency and
  * bandwidth, and the next tile's addresses are known (also across pages). Prefill
  * tiles too: a head's K/V rarely stay in L2 between query tiles, and the requests
  * cost little next to a tile's arithmetic. */
 static void prefetch_tile(const flash_plan *pl, int64_t b, int64_t hkv, int64_t k0, int64_t nk) {
-    const int64_t bytes = pl->pr.dim * (int64_t)fi_dtype_size(pl->pr.kv_dtype);
-    for (int64_t j = 0; j < nk; j++)
-        for (int is_v = 0; is_v < 2; is_v++) {
-            const char *row = fi_attn_kv_row(&pl->pr, is_v, b, hkv, k0 + j);
-            for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 1);
+    const int64_t es = (int64_t)fi_dtype_size(pl->pr.kv_dtype), bytes = pl->pr.dim * es;
+    for (int is_v = 0; is_v < 2; is_v++) {
+        if (pl->pr.paged) { /* rows may change page anywhere: one lookup per row */
+            for (int64_t j = 0; j < nk; j++) {
+                const char *row = fi_attn_kv_row(&pl->pr, is_v, b, hkv, k0 + j);
+                for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 1);
+            }
+            continue;
         }
+        /* dense and varlen rows lie at one stride: no per-row address arithmetic */
+        const char *row0 = fi_attn_kv_row(&pl->pr, is_v, b, hkv, k0);
+        const int64_t stride = (is_v ? pl->p->v : pl->p->k).stride_len * es;
+        for (int64_t j = 0; j < nk; j++)
+            for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(row0 + j * stride + off, 0, 1);
+    }
 }
 
 static void run_item(const flash_plan *pl, const flash_item *it, int split, flash_scratch *sc) {
@@ -276,7 +312,8 @@ static void run_item(const flash_plan *pl, const flash_item *it, int split, flas
     const int64_t q0 = qb * pl->bq, nq = lq - q0 < pl->bq ? lq - q0 : pl->bq;
     const int64_t rows = nq * pl->heads_per_unit, d = pr->dim, dimp = pl->dimp;
     const int64_t rowsp = round_up(rows, FI_FLASH_ROW_ALIGN), lds = rowsp;
-    const bool use_qt = rows >= FI_FLASH_QT_MIN_ROWS;
+    /* A SIMD level without a Q^T kernel (ops->qk NULL) scores every row count row-major. */
+    const bool use_qt = ops->qk && rows >= FI_FLASH_QT_MIN_ROWS;
     /* The few-row path pads rows only to the softmax's own step: fewer -inf fills and
      * exps of padding per key (decode has 4 rows of 16). */
     const int64_t rows_sm =
@@ -307,24 +344,69 @@ static void run_item(const flash_plan *pl, const flash_item *it, int split, flas
         const bool partial = sc->tiles[t] < 0;
         const int64_t kb = partial ? -(int64_t)sc->tiles[t] - 1 : sc->tiles[t];
         const int64_t k0 = kb * pl->bkv, nk = lk - k0 < pl->bkv ? lk - k0 : pl->bkv;
-        if (t + 1 < t1) {
-            const int64_t kn = sc->tiles[t + 1] < 0 ? -(int64_t)sc->tiles[t + 1] - 1 : sc->tiles[t + 1];
+        /* Few rows (decode) stream K and V from memory with little arithmetic per byte: ask
+         * two tiles ahead (the kernels also ask one tile ahead, spread over their loops). */
+        const int64_t ahead = rows < FI_FLASH_QT_MIN_ROWS ? 2 : 1;
+        if (t + ahead < t1) {
+            const int64_t kn = sc->tiles[t + ahead] < 0 ? -(int64_t)sc->tiles[t + ahead] - 1 : sc->tiles[t + ahead];
             const int64_t k0n = kn * pl->bkv;
             prefetch_tile(pl, b, hkv, k0n, lk - k0n < pl->bkv ? lk - k0n : pl->bkv);
         }
         int64_t ld;
         const float *kk = kv_tile(pl, false, b, hkv, k0, nk, sc->k, &ld);
-        if (use_qt) {
-            ops->qk(sc->qt, rowsp, rowsp, kk, ld, nk, dimp, sc->st, lds);
-        } else {
-            ops->qk_rows(sc->q, dimp, rows, kk, ld, nk, dimp, sc->st, lds);
-            for (int64_t j = 0; j < nk; j++)
-                for (int64_t r = rows; r < rows_sm; r++) sc->st[j * lds + r] = -INFINITY;
+        /* Rows scored: rowsp over Q^T (padding rows score 0), else the real rows (padding up
+         * to rows_sm is set to -inf below). */
+        const int64_t rows_qk = use_qt ? rowsp : rows;
+        /* A PARTIAL tile of an interval mask runs in blocks of FI_FLASH_ROW_ALIGN rows, each
+         * over the keys that some row of the block keeps: the other keys of the block are
+         * -inf for all its rows, so skipping them changes no bit (exp gives 0 and alpha is
+         * the same; fma(0, v, o) = o). On a diagonal tile this skips about 3/8 of the work. */
+        const bool ranged = partial && pl->interval_mask;
+        const int64_t rb = ranged ? FI_FLASH_ROW_ALIGN : rows_qk;
+        if (ranged) mask_key_ranges(pl, sc, rows, rows_qk, nq, q0, k0, nk);
+        for (int64_t r0 = 0; r0 < rows_qk; r0 += rb) {
+            const int64_t r1 = r0 + rb < rows_qk ? r0 + rb : rows_qk;
+            int64_t lo = 0, hi = nk;
+            if (ranged && !block_key_span(sc, r0, r1, nk, &lo, &hi)) {
+                fill_masked(sc->st, lds, r0, r1, 0, nk);
+                continue;
+            }
+            float *sb = sc->st + lo * lds + r0;
+            if (use_qt) ops->qk(sc->qt + r0, rowsp, r1 - r0, kk + lo * ld, ld, hi - lo, dimp, sb, lds);
+            else ops->qk_rows(sc->q + r0 * dimp, dimp, r1 - r0, kk + lo * ld, ld, hi - lo, dimp, sb, lds);
+            if (ranged) {
+                fill_masked(sc->st, lds, r0, r1, 0, lo);
+                fill_masked(sc->st, lds, r0, r1, hi, nk);
+                for (int64_t r = r0; r < r1; r++) {
+                    const int64_t rlo = sc->key_lo[r] > lo ? sc->key_lo[r] : lo;
+                    const int64_t rhi = sc->key_hi[r] < hi ? sc->key_hi[r] : hi;
+                    if (rlo >= rhi) {
+                        fill_masked(sc->st, lds, r, r + 1, lo, hi);
+                    } else {
+                        fill_masked(sc->st, lds, r, r + 1, lo, rlo);
+                        fill_masked(sc->st, lds, r, r + 1, rhi, hi);
+                    }
+                }
+            }
         }
-        if (partial || pl->p->score_mod) apply_mask_and_mods(pl, sc->st, lds, rows, nq, b, h0, q0, k0, nk, partial);
+        if (!use_qt) fill_masked(sc->st, lds, rows, rows_sm, 0, nk);
+        if ((partial && !pl->interval_mask) || pl->p->score_mod)
+            apply_mask_and_mods(pl, sc->st, lds, rows, nq, b, h0, q0, k0, nk, partial);
         ops->softmax(sc->st, lds, rows_sm, nk, sc->m, sc->l, sc->alpha);
         const float *vv = kv_tile(pl, true, b, hkv, k0, nk, sc->v, &ld);
-        ops->pv(sc->st, lds, rows, nk, vv, ld, dimp, sc->alpha, sc->o, dimp);
+        if (!ranged) {
+            ops->pv(sc->st, lds, rows, nk, vv, ld, dimp, sc->alpha, sc->o, dimp);
+            continue;
+        }
+        /* Rows of a block that keeps no key of this tile have alpha = 1 (m unchanged) or
+         * O = 0 (nothing kept yet), so skipping them leaves O bitwise as it is. */
+        for (int64_t r0 = 0; r0 < rows; r0 += rb) {
+            const int64_t r1 = r0 + rb < rows ? r0 + rb : rows;
+            int64_t lo, hi;
+            if (!block_key_span(sc, r0, r1, nk, &lo, &hi)) continue;
+            ops->pv(sc->st + lo * lds + r0, lds, r1 - r0, hi - lo, vv + lo * ld, ld, dimp, sc->alpha + r0,
+                    sc->o + r0 * dimp, dimp);
+        }
     }
     /* Finalise: O / l and LSE = m + log l; a row that kept nothing gets O = 0, LSE = -inf. */
     for (int64_t r = 0; r < rows; r++) {
@@ -358,12 +440,14 @@ static void scratch_layout(const flash_plan *pl, float *base, flash_scratch *sc)
     sc->m = f, f += R;
     sc->l = f, f += R;
     sc->alpha = f, f += R;
+    sc->key_lo = (int32_t *)f, f += R;
+    sc->key_hi = (int32_t *)f, f += R;
     sc->tiles = (int32_t *)f;
 }
 
 static int64_t scratch_floats(const flash_plan *pl) {
     const int64_t R = pl->rowsp_max;
-    return 3 * R * pl->dimp + R * pl->bkv + 2 * pl->bkv * pl->dimp + 3 * R + round_up(pl->n_kv_blocks_max + 1, 16);
+    return 3 * R * pl->dimp + R * pl->bkv + 2 * pl->bkv * pl->dimp + 5 * R + round_up(pl->n_kv_blocks_max + 1, 16);
 }
 
 fi_status fi_attn_forward(const fi_attn_params *p, fi_error *err) {

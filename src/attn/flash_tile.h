@@ -1,9 +1,9 @@
 /* Per-tile microkernels of the CPU flash attention (one set per SIMD level).
  *
  * Layout. Scores are kept transposed, S^T[key][row] (rows contiguous), so that the
- * query tile is transposed once per work item (Q^T[dim][row]) and K and V tiles are
- * read row-major, in place when possible: no K transpose per tile. The online
- * softmax then runs down the key axis with one SIMD lane per query row.
+ * query tile is transposed once per work item (Q^T[dim][row], where the level has a Q^T
+ * kernel) and K and V tiles are read row-major, in place when possible: no K transpose
+ * per tile. The online softmax then runs down the key axis with one SIMD lane per row.
  * Head dims are padded by the driver to FI_FLASH_DIM_ALIGN with zeros (padded columns
  * add nothing to dot products and give zero outputs); row counts of Q^T and S^T to
  * FI_FLASH_ROW_ALIGN (padded rows hold finite or -inf scores and are never stored).
@@ -20,11 +20,13 @@
 
 typedef struct fi_flash_tile_ops {
     /* S^T[j][r] = sum_c Q^T[c][r] * K[j][c] for j < nk and r < rowsp (a multiple of
-     * FI_FLASH_ROW_ALIGN); Q^T is [dimp][ldqt], K row-major [nk][ldk]. */
+     * FI_FLASH_ROW_ALIGN); Q^T is [dimp][ldqt], K row-major [nk][ldk]. NULL when the level
+     * has no Q^T kernel: the driver then uses qk_rows for every row count and never
+     * builds Q^T. Every QK kernel of one level computes each score the same way. */
     void (*qk)(const float *qt, int64_t ldqt, int64_t rowsp, const float *k, int64_t ldk, int64_t nk,
                int64_t dimp, float *st, int64_t lds);
-    /* The same from row-major Q [rows][ldq] for a few rows (decode): dot products
-     * reduced horizontally; writes S^T[j][r] for r < rows only. */
+    /* The same from row-major Q [rows][ldq], for a few rows (decode) or, when qk is
+     * NULL, for any number; writes S^T[j][r] for r < rows only. */
     void (*qk_rows)(const float *q, int64_t ldq, int64_t rows, const float *k, int64_t ldk, int64_t nk,
                     int64_t dimp, float *st, int64_t lds);
     /* Online softmax step over one S^T tile, in place (S^T becomes P^T), rows r < rowsp:

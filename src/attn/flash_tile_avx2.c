@@ -1,15 +1,18 @@
 /* AVX2 + FMA microkernels (16 ymm registers). Register blocking:
- *   S^T = K Q^T: 6 keys x 16 query rows = 12 ymm accumulators.
- *   QK (row-major Q, few rows, decode): 16 keys transposed once, x 4 rows = 8 accumulators
- *   (flash_tile_rows_avx2.h; same FMA chain per score as the Q^T kernel).
+ *   QK, every row count (row-major Q and K, lanes over the head dimension, then a fixed
+ *   tree over the 8 lanes): 3 keys x 4 query rows = 12 ymm accumulators. There is no Q^T
+ *   kernel at this level (ops.qk is NULL): on Zen 3 the Q^T kernel was about 10% faster
+ *   for prefill, but its per-score chain forces the few-row (decode) kernel to transpose
+ *   K, which made decode about 20% slower; decode is bound by how fast a thread gets
+ *   through its K/V stream.
  *   softmax: 8 rows per ymm, down the key axis.
- *   P.V: 6 rows x 16 output columns = 12 ymm accumulators, seeded with alpha * O.
+ *   P.V: 3 rows x 32 output columns = 12 ymm accumulators, seeded with alpha * O;
+ *   below 16 rows (decode) 4 rows x 24 columns.
  * exp uses the same polynomial as the AVX-512 path (see flash_tile_avx512.c). */
 #include <immintrin.h>
 #include <math.h>
 
 #include "attn/flash_tile.h"
-#include "attn/flash_tile_rows_avx2.h"
 #include "core/dtype.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -36,81 +39,108 @@ ALWAYS_INLINE __m256 exp256(__m256 x) {
     return _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
-/* S^T[j0 + kk][r0 .. r0 + 15] for nkk <= 6 keys: 12 accumulators + 2 Q^T vectors + 1
- * broadcast = 15 of the 16 ymm registers; per head-dim step 2 loads and nkk broadcasts
- * feed 2 nkk FMAs, and 12 independent chains cover the FMA latency (4 cycles x 2 pipes).
- * Each score is one FMA chain over c = 0 .. dimp - 1 whatever nkk is (row invariance,
- * see flash_tile_rows_avx2.h). */
-ALWAYS_INLINE void qk_block(const float *qt, int64_t ldqt, const float *k, int64_t ldk, const int nkk,
-                            int64_t dimp, float *st, int64_t lds) {
-    __m256 acc[6][2];
-#pragma GCC unroll 16
-    for (int kk = 0; kk < nkk; kk++) acc[kk][0] = acc[kk][1] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < dimp; c++) {
-        const __m256 q0 = _mm256_loadu_ps(qt + c * ldqt), q1 = _mm256_loadu_ps(qt + c * ldqt + 8);
-#pragma GCC unroll 16
-        for (int kk = 0; kk < nkk; kk++) {
-            const __m256 b = _mm256_broadcast_ss(k + kk * ldk + c);
-            acc[kk][0] = _mm256_fmadd_ps(b, q0, acc[kk][0]);
-            acc[kk][1] = _mm256_fmadd_ps(b, q1, acc[kk][1]);
-        }
-    }
-#pragma GCC unroll 16
-    for (int kk = 0; kk < nkk; kk++) {
-        _mm256_storeu_ps(st + kk * lds, acc[kk][0]);
-        _mm256_storeu_ps(st + kk * lds + 8, acc[kk][1]);
-    }
+/* Scores (both the prefill and the decode shapes use this one kernel): Q and K are read
+ * row-major and SIMD lanes run over the head dimension. Lane p keeps one FMA chain over
+ * c = p, p + 8, p + 16, ... in order (acc = 0; acc = fma(k[c], q[c], acc)), and the eight
+ * lane sums x0..x7 are added as ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)). Every
+ * score is computed this way whatever the block shape, so a row's scores do not depend on
+ * the rows that share its call (row invariance, docs/attention-cpu.md). No broadcasts and
+ * no transposes: a K row is loaded once per block and used by 4 query rows. */
+
+/* Lane sums of four accumulators, in the order above: lane i of the result is the score of
+ * accumulator i. hadd adds neighbouring lanes within each 128-bit half. */
+ALWAYS_INLINE __m256 qk_hadd(__m256 a, __m256 b) {
+    /* = _mm256_hadd_ps(a, b), as two one-uop shuffles and an add (vhaddps is slower on Zen 3) */
+    return _mm256_add_ps(_mm256_shuffle_ps(a, b, 0x88), _mm256_shuffle_ps(a, b, 0xDD));
 }
 
-/* S^T[j0 + kk][r0 .. r0 + 31] for nkk <= 3 keys: 12 accumulators, 4 Q^T loads and nkk
- * broadcasts per head-dim step (half the broadcasts of the 16-row block per FMA; on
- * Zen 3 a broadcast competes with the FMAs for an FP pipe). Same chain per score. */
-ALWAYS_INLINE void qk_block32(const float *qt, int64_t ldqt, const float *k, int64_t ldk, const int nkk,
-                              int64_t dimp, float *st, int64_t lds) {
+ALWAYS_INLINE __m128 qk_reduce4(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 ab = qk_hadd(a, b); /* a0+a1 a2+a3 b0+b1 b2+b3 | a4+a5 a6+a7 b4+b5 b6+b7 */
+    const __m256 cd = qk_hadd(c, d);
+    const __m256 s = qk_hadd(ab, cd); /* (a0+a1)+(a2+a3) ... | (a4+a5)+(a6+a7) ... */
+    return _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+}
+
+/* Scores of nr <= 4 rows (stride ldq) against nkk <= 3 keys (stride ldk): 12 accumulators,
+ * 3 K and 4 Q loads per 12 FMAs. st[kk * lds + r]. With pf, asks for the same keys one tile
+ * (nk_tile keys) on, one line per 16 columns (decode streams K from memory). */
+ALWAYS_INLINE void qk_block(const float *q, int64_t ldq, const int nr, const float *k, int64_t ldk, const int nkk,
+                            int64_t dimp, float *st, int64_t lds, const bool pf, int64_t nk_tile) {
     __m256 acc[3][4];
-#pragma GCC unroll 16
-    for (int kk = 0; kk < nkk; kk++) acc[kk][0] = acc[kk][1] = acc[kk][2] = acc[kk][3] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < dimp; c++) {
-        const float *qc = qt + c * ldqt;
-        const __m256 q0 = _mm256_loadu_ps(qc), q1 = _mm256_loadu_ps(qc + 8);
-        const __m256 q2 = _mm256_loadu_ps(qc + 16), q3 = _mm256_loadu_ps(qc + 24);
-#pragma GCC unroll 16
-        for (int kk = 0; kk < nkk; kk++) {
-            const __m256 b = _mm256_broadcast_ss(k + kk * ldk + c);
-            acc[kk][0] = _mm256_fmadd_ps(b, q0, acc[kk][0]);
-            acc[kk][1] = _mm256_fmadd_ps(b, q1, acc[kk][1]);
-            acc[kk][2] = _mm256_fmadd_ps(b, q2, acc[kk][2]);
-            acc[kk][3] = _mm256_fmadd_ps(b, q3, acc[kk][3]);
+#pragma GCC unroll 4
+    for (int kk = 0; kk < 3; kk++)
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) acc[kk][r] = _mm256_setzero_ps();
+    const uintptr_t next = (uintptr_t)k + (uintptr_t)(nk_tile * ldk) * sizeof(float); /* may lie past K */
+    for (int64_t c = 0; c < dimp; c += 8) {
+        if (pf && (c & 15) == 0)
+#pragma GCC unroll 4
+            for (int kk = 0; kk < nkk; kk++)
+                _mm_prefetch((const char *)(next + (uintptr_t)(kk * ldk + c) * sizeof(float)), _MM_HINT_T0);
+        __m256 kv[3];
+#pragma GCC unroll 4
+        for (int kk = 0; kk < nkk; kk++) kv[kk] = _mm256_loadu_ps(k + kk * ldk + c);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            const __m256 qv = _mm256_loadu_ps(q + r * ldq + c);
+#pragma GCC unroll 4
+            for (int kk = 0; kk < nkk; kk++) acc[kk][r] = _mm256_fmadd_ps(kv[kk], qv, acc[kk][r]);
         }
     }
-#pragma GCC unroll 16
-    for (int kk = 0; kk < nkk; kk++)
 #pragma GCC unroll 4
-        for (int z = 0; z < 4; z++) _mm256_storeu_ps(st + kk * lds + 8 * z, acc[kk][z]);
+    for (int kk = 0; kk < nkk; kk++) {
+        const __m128 s = qk_reduce4(acc[kk][0], acc[kk][1], acc[kk][2], acc[kk][3]);
+        if (nr == 4) {
+            _mm_storeu_ps(st + kk * lds, s);
+        } else {
+            float t[4];
+            _mm_storeu_ps(t, s);
+            for (int r = 0; r < nr; r++) st[kk * lds + r] = t[r];
+        }
+    }
 }
 
-static void qk(const float *qt, int64_t ldqt, int64_t rowsp, const float *k, int64_t ldk, int64_t nk,
-               int64_t dimp, float *st, int64_t lds) {
-    int64_t r = 0;
-    for (; r + 32 <= rowsp; r += 32) {
-        int64_t j = 0;
-        for (; j + 3 <= nk; j += 3) qk_block32(qt + r, ldqt, k + j * ldk, ldk, 3, dimp, st + j * lds + r, lds);
-        if (nk - j == 2) qk_block32(qt + r, ldqt, k + j * ldk, ldk, 2, dimp, st + j * lds + r, lds);
-        if (nk - j == 1) qk_block32(qt + r, ldqt, k + j * ldk, ldk, 1, dimp, st + j * lds + r, lds);
-    }
-    for (; r < rowsp; r += 16) {
-        int64_t j = 0;
-        for (; j + 6 <= nk; j += 6) qk_block(qt + r, ldqt, k + j * ldk, ldk, 6, dimp, st + j * lds + r, lds);
-        const float *kj = k + j * ldk;
-        float *sj = st + j * lds + r;
-        switch (nk - j) {
-        case 5: qk_block(qt + r, ldqt, kj, ldk, 5, dimp, sj, lds); break;
-        case 4: qk_block(qt + r, ldqt, kj, ldk, 4, dimp, sj, lds); break;
-        case 3: qk_block(qt + r, ldqt, kj, ldk, 3, dimp, sj, lds); break;
-        case 2: qk_block(qt + r, ldqt, kj, ldk, 2, dimp, sj, lds); break;
-        case 1: qk_block(qt + r, ldqt, kj, ldk, 1, dimp, sj, lds); break;
-        default: break;
+ALWAYS_INLINE void qk_rows_n(const float *q, int64_t ldq, const int nr, const float *k, int64_t ldk, int64_t nk,
+                             int64_t dimp, float *st, int64_t lds, const bool pf) {
+    int64_t j = 0;
+    for (; j + 3 <= nk; j += 3) qk_block(q, ldq, nr, k + j * ldk, ldk, 3, dimp, st + j * lds, lds, pf, nk);
+    if (nk - j == 2) qk_block(q, ldq, nr, k + j * ldk, ldk, 2, dimp, st + j * lds, lds, pf, nk);
+    if (nk - j == 1) qk_block(q, ldq, nr, k + j * ldk, ldk, 1, dimp, st + j * lds, lds, pf, nk);
+}
+
+/* The qk_rows operation (flash_tile.h), for any row count; the driver uses it for prefill
+ * too, since this level has no Q^T kernel (ops.qk is NULL). */
+static void qk_rows(const float *q, int64_t ldq, int64_t rows, const float *k, int64_t ldk, int64_t nk,
+                    int64_t dimp, float *st, int64_t lds) {
+    /* Few rows (decode): K is streamed, not reused; ask for the next tile's K while
+     * working, spread over the tile. Many rows: the driver's per-tile prefetch suffices. */
+    const bool pf = rows < 16;
+    if (!pf) {
+        /* Many rows: chunks of 24 keys (12 KiB of K at D 128) stay in L1 while every row
+         * group reads them; a whole K tile would be read from L2 once per row group. */
+        for (int64_t j0 = 0; j0 < nk; j0 += 24) {
+            const int64_t nj = nk - j0 < 24 ? nk - j0 : 24;
+            const float *kj = k + j0 * ldk;
+            float *sj = st + j0 * lds;
+            int64_t r = 0;
+            for (; r + 4 <= rows; r += 4) qk_rows_n(q + r * ldq, ldq, 4, kj, ldk, nj, dimp, sj + r, lds, false);
+            switch (rows - r) {
+            case 3: qk_rows_n(q + r * ldq, ldq, 3, kj, ldk, nj, dimp, sj + r, lds, false); break;
+            case 2: qk_rows_n(q + r * ldq, ldq, 2, kj, ldk, nj, dimp, sj + r, lds, false); break;
+            case 1: qk_rows_n(q + r * ldq, ldq, 1, kj, ldk, nj, dimp, sj + r, lds, false); break;
+            default: break;
+            }
         }
+        return;
+    }
+    /* Few rows (decode): the first row group also asks for the next tile's K. */
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) qk_rows_n(q + r * ldq, ldq, 4, k, ldk, nk, dimp, st + r, lds, r == 0);
+    switch (rows - r) {
+    case 3: qk_rows_n(q + r * ldq, ldq, 3, k, ldk, nk, dimp, st + r, lds, r == 0); break;
+    case 2: qk_rows_n(q + r * ldq, ldq, 2, k, ldk, nk, dimp, st + r, lds, r == 0); break;
+    case 1: qk_rows_n(q + r * ldq, ldq, 1, k, ldk, nk, dimp, st + r, lds, r == 0); break;
+    default: break;
     }
 }
 
@@ -176,7 +206,7 @@ ALWAYS_INLINE void pv_block32(const float *pt, int64_t ldp, const int nr, int64_
     }
     for (int64_t j = 0; j < nk; j++) {
         const float *vj = v + j * ldv;
-        if (pf) { /* these columns of the same key one tile on (see fi_rows_qk) */
+        if (pf) { /* these columns of the same key one tile on (see qk_block) */
             const uintptr_t next = (uintptr_t)vj + (uintptr_t)(nk * ldv) * sizeof(float); /* may lie past V */
             _mm_prefetch((const char *)next, _MM_HINT_T0);
             _mm_prefetch((const char *)(next + 16 * sizeof(float)), _MM_HINT_T0);
@@ -206,16 +236,67 @@ ALWAYS_INLINE void pv_rows3(const float *pt, int64_t ldp, const int nr, int64_t 
     if (c < dimp) pv_block(pt, ldp, nr, nk, v + c, ldv, alpha, o + c, ldo);
 }
 
+/* O rows r .. r + nr - 1 (nr <= 4), 8 * nz columns (nz <= 3): for few rows (decode),
+ * 4 rows x 24 columns = 12 accumulators, 3 V loads and 4 P broadcasts per 12 FMAs (the
+ * 3 + 1 row passes of pv_block32 need 8 loads and 4 broadcasts per 16). With pf (first
+ * column block of the first row pass), asks for the whole V row (row_bytes) of the same
+ * key one tile (nk keys) on; spreading the requests over the blocks cost more than it
+ * saved in cache. Same chain per output element as the other P.V blocks. */
+ALWAYS_INLINE void pv_few_block(const float *pt, int64_t ldp, const int nr, const int nz, int64_t nk,
+                                const float *v, int64_t ldv, int64_t row_bytes, const float *alpha, float *o,
+                                int64_t ldo, const bool pf) {
+    __m256 acc[4][3];
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+        const __m256 a = _mm256_set1_ps(alpha[r]);
+#pragma GCC unroll 3
+        for (int z = 0; z < nz; z++) acc[r][z] = _mm256_mul_ps(a, _mm256_loadu_ps(o + r * ldo + 8 * z));
+    }
+    const uintptr_t next = (uintptr_t)v + (uintptr_t)(nk * ldv) * sizeof(float); /* may lie past V */
+    for (int64_t j = 0; j < nk; j++) {
+        const float *vj = v + j * ldv;
+        if (pf)
+            for (int64_t off = 0; off < row_bytes; off += 64)
+                _mm_prefetch((const char *)(next + (uintptr_t)(j * ldv) * sizeof(float) + (uintptr_t)off), _MM_HINT_T0);
+        __m256 vv[3];
+#pragma GCC unroll 3
+        for (int z = 0; z < nz; z++) vv[z] = _mm256_loadu_ps(vj + 8 * z);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            const __m256 b = _mm256_broadcast_ss(pt + j * ldp + r);
+#pragma GCC unroll 3
+            for (int z = 0; z < nz; z++) acc[r][z] = _mm256_fmadd_ps(b, vv[z], acc[r][z]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 3
+        for (int z = 0; z < nz; z++) _mm256_storeu_ps(o + r * ldo + 8 * z, acc[r][z]);
+}
+
+ALWAYS_INLINE void pv_few_rows(const float *pt, int64_t ldp, const int nr, int64_t nk, const float *v, int64_t ldv,
+                               int64_t dimp, const float *alpha, float *o, int64_t ldo, const bool pf) {
+    const int64_t row_bytes = dimp * (int64_t)sizeof(float);
+    int64_t c = 0;
+    for (; c + 24 <= dimp; c += 24)
+        pv_few_block(pt, ldp, nr, 3, nk, v + c, ldv, row_bytes, alpha, o + c, ldo, pf && c == 0);
+    if (dimp - c == 16) pv_few_block(pt, ldp, nr, 2, nk, v + c, ldv, row_bytes, alpha, o + c, ldo, pf && c == 0);
+    if (dimp - c == 8) pv_few_block(pt, ldp, nr, 1, nk, v + c, ldv, row_bytes, alpha, o + c, ldo, pf && c == 0);
+}
+
 static void pv(const float *pt, int64_t ldp, int64_t rows, int64_t nk, const float *v, int64_t ldv,
                int64_t dimp, const float *alpha, float *o, int64_t ldo) {
     /* Few rows (decode): V is streamed, not reused; ask for the next tile's V during the
-     * first pass. Many rows: the driver's per-tile prefetch suffices. */
+     * first column block. Many rows: the driver's per-tile prefetch suffices. */
     if (rows < 16) {
         int64_t r = 0;
-        for (; r + 3 <= rows; r += 3)
-            pv_rows3(pt + r, ldp, 3, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, r == 0);
-        if (rows - r == 2) pv_rows3(pt + r, ldp, 2, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, r == 0);
-        if (rows - r == 1) pv_rows3(pt + r, ldp, 1, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, r == 0);
+        for (; r + 4 <= rows; r += 4) pv_few_rows(pt + r, ldp, 4, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, r == 0);
+        switch (rows - r) {
+        case 3: pv_few_rows(pt + r, ldp, 3, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, r == 0); break;
+        case 2: pv_few_rows(pt + r, ldp, 2, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, r == 0); break;
+        case 1: pv_few_rows(pt + r, ldp, 1, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, r == 0); break;
+        default: break;
+        }
         return;
     }
     int64_t r = 0;
@@ -247,5 +328,5 @@ static void load_scaled(const void *src, fi_dtype t, float scale, float *dst, in
 }
 
 const fi_flash_tile_ops fi_flash_tile_avx2 = {
-    .qk = qk, .qk_rows = fi_rows_qk, .softmax = softmax, .pv = pv,
+    .qk = NULL, .qk_rows = qk_rows, .softmax = softmax, .pv = pv,
     .load_scaled = load_scaled, .softmax_row_step = 8};

@@ -1,5 +1,6 @@
-/* QK for a few row-major query rows (decode), AVX2 + FMA, shared by the AVX2 and
- * AVX-512 microkernels (include only from files compiled with -mavx2 -mfma).
+/* QK for a few row-major query rows (decode), AVX2 + FMA instructions, used by the
+ * AVX-512 microkernels (include only from files compiled with -mavx2 -mfma). The AVX2
+ * level has its own kernel with a different per-score chain (flash_tile_avx2.c).
  *
  * Row invariance: every score must come out bitwise the same whichever kernel computed
  * it, so that a query row gets the same result however many rows share its call. The
