@@ -7,8 +7,10 @@
  * come from memory, not cache, as in a real forward pass.
  *
  * usage: matmul_bench [TYPE ...]   (default: F32 F16 BF16 Q4_0 Q4_1 Q8_0)
- * env:   FI_SIMD caps the SIMD path; BENCH_REPS (default 7) repetitions, median reported;
- *        BENCH_N=1 or 512 runs only that column; BENCH_COPIES=k overrides the copy count. */
+ * env:   FI_SIMD caps the SIMD path; BENCH_REPS (default 7) repetitions, median reported
+ *        (BENCH_BEST=1: the fastest rep, steadier on a shared machine for compute-bound kernels);
+ *        BENCH_N=1 or 512 runs only that column; BENCH_COPIES=k overrides the copy count;
+ *        BENCH_SHAPE=text runs only shapes whose name contains it; BENCH_THREADS=1 or 2 only that count. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,31 +99,25 @@ static double time_pass(fi_matmul_weight **w, int copies, const float *x, int64_
         if (rep > 0) times[rep - 1] = now_s(threads) - t0;
     }
     qsort(times, (size_t)reps, sizeof times[0], cmp_double);
-    return times[reps / 2];
+    const char *best = getenv("BENCH_BEST");
+    return best && atoi(best) != 0 ? times[0] : times[reps / 2];
 }
 
 static void bench_type(uint32_t type, int reps) {
     for (size_t si = 0; si < sizeof k_shapes / sizeof k_shapes[0]; si++) {
         const shape *s = &k_shapes[si];
+        if (getenv("BENCH_SHAPE") && !strstr(s->name, getenv("BENCH_SHAPE"))) continue;
         size_t bytes = fi_ggml_row_size(type, s->cols) * (size_t)s->rows;
         int copies = (int)((64u << 20) / bytes) + 1;
         if (copies > 256) copies = 256;
         if (getenv("BENCH_COPIES")) copies = atoi(getenv("BENCH_COPIES")) > 0 ? atoi(getenv("BENCH_COPIES")) : 1;
         uint8_t *data = malloc(bytes);
         fill_weights(type, data, bytes);
+        /* Every weight is repacked into its own copy, so streaming the copies reads distinct bytes. */
         fi_matmul_weight **w = calloc((size_t)copies, sizeof *w);
-        /* Float types are used in place: give each copy its own memory so
-         * streaming reads distinct bytes. */
-        uint8_t **own = calloc((size_t)copies, sizeof *own);
         for (int c = 0; c < copies; c++) {
             fi_error err = {0};
-            const uint8_t *src = data;
-            if (fi_ggml_block_size(type) == 1) {
-                own[c] = malloc(bytes);
-                memcpy(own[c], data, bytes);
-                src = own[c];
-            }
-            if (fi_matmul_weight_create(type, src, s->rows, s->cols, &w[c], &err) != FI_OK) {
+            if (fi_matmul_weight_create(type, data, s->rows, s->cols, &w[c], &err) != FI_OK) {
                 fprintf(stderr, "create: %s\n", err.msg);
                 exit(1);
             }
@@ -132,6 +128,7 @@ static void bench_type(uint32_t type, int reps) {
         float *y = malloc((size_t)(max_tokens * s->rows) * sizeof(float));
         void *act = aligned_alloc(64, (fi_matmul_act_size(w[0], max_tokens) + 63) & ~(size_t)63);
         for (int threads = 1; threads <= 2; threads++) {
+            if (getenv("BENCH_THREADS") && atoi(getenv("BENCH_THREADS")) != threads) continue;
             double flops = 2.0 * (double)s->rows * (double)s->cols;
             const char *only = getenv("BENCH_N"); /* "1" or "512" restricts to one column */
             double tg = only && strcmp(only, "512") == 0 ? 1e30 : time_pass(w, copies, x, 1, y, act, threads, reps) / copies;
@@ -148,11 +145,7 @@ static void bench_type(uint32_t type, int reps) {
         free(act);
         free(y);
         free(x);
-        for (int c = 0; c < copies; c++) {
-            fi_matmul_weight_free(w[c]);
-            free(own[c]);
-        }
-        free(own);
+        for (int c = 0; c < copies; c++) fi_matmul_weight_free(w[c]);
         free(w);
         free(data);
     }

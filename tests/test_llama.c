@@ -12,8 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/cpu.h"
 #include "flexinfer.h"
 #include "kv/kv_cache.h"
+#include "model/gguf.h"
 #include "model/llama.h"
 #include "test_support.h"
 
@@ -158,12 +160,19 @@ static void test_rope_formula(void **state) {
     (void)state;
     NEED_MODEL();
     const fi_llama_hparams *hp = fi_llama_hparams_of(g_model);
-    /* theta = pos * scale * base^(-2i/d), computed directly */
-    for (int64_t pos = 0; pos < 300; pos += 37)
+    /* theta = pos * scale * base^(-2i/d): within f32 rounding of the direct formula, and exactly
+     * ggml's f32 evaluation (the power by repeated multiplication, docs/numerics.md) */
+    const float theta_scale = powf(hp->rope_base, -2.0f / (float)hp->rope_dim);
+    for (int64_t pos = 0; pos < 3000; pos += 37) {
+        float th = (float)pos;
         for (int64_t i = 0; i < hp->rope_dim / 2; i++) {
             double want = (double)pos * hp->rope_scale * pow(hp->rope_base, -2.0 * (double)i / (double)hp->rope_dim);
-            assert_true(fabs(fi_llama_rope_theta(g_model, pos, i) - want) <= 1e-9 * (fabs(want) + 1));
+            double got = fi_llama_rope_theta(g_model, pos, i);
+            assert_true(fabs(got - want) <= 1e-5 * fabs(want));
+            assert_true(got == (double)(hp->rope_scale * th));
+            th *= theta_scale;
         }
+    }
     /* adjacent-pair rotation on a tiny head, against the 2x2 rotation in double */
     float x[8] = {1, 2, -3, 0.5f, 4, -1, 0.25f, 7}, c[4], s[4];
     double th[4] = {0.3, -1.2, 2.5, 0.0};
@@ -177,11 +186,125 @@ static void test_rope_formula(void **state) {
         assert_true(fabs(y[2 * i + 1] - (x0 * sin(th[i]) + x1 * cos(th[i]))) < 1e-5);
     }
     assert_true(y[6] == x[6] && y[7] == x[7]);
+    /* ggml's rounding: one fused multiply-add per output (C99 fmaf, correctly rounded), and the
+     * AVX2 twin gives the same bytes, on random heads of every pair count up to 128 */
+    fi_test_rng rng;
+    fi_test_rng_init(&rng, fi_test_seed("llama_rope_paths"));
+    for (int iter = 0; iter < 200; iter++) {
+        int64_t half = 1 + fi_test_rng_int(&rng, 128);
+        float hx[256] = {0}, ha[256], hb[256], hc[128], hs[128];
+        for (int64_t i = 0; i < half; i++) {
+            double t = fi_test_rng_uniform(&rng, -3000, 3000);
+            hc[i] = cosf((float)t), hs[i] = sinf((float)t);
+            hx[2 * i] = (float)fi_test_rng_normal(&rng), hx[2 * i + 1] = (float)fi_test_rng_normal(&rng);
+        }
+        memcpy(ha, hx, sizeof hx);
+        memcpy(hb, hx, sizeof hx);
+        fi_llama_rope_apply(ha, 2 * half, hc, hs);
+        for (int64_t i = 0; i < half; i++) {
+            assert_true(ha[2 * i] == fmaf(hx[2 * i], hc[i], -(hx[2 * i + 1] * hs[i])));
+            assert_true(ha[2 * i + 1] == fmaf(hx[2 * i], hs[i], hx[2 * i + 1] * hc[i]));
+        }
+        if (fi_cpu_simd_level() >= FI_SIMD_AVX2) {
+            fi_llama_rope_apply_avx2(hb, 2 * half, hc, hs);
+            assert_memory_equal(ha, hb, (size_t)(2 * half) * sizeof(float));
+        }
+    }
     /* the model metadata this check relies on */
     assert_int_equal(hp->n_embd, 576);
     assert_int_equal(hp->n_head, 9);
     assert_int_equal(hp->n_head_kv, 3);
     assert_true(hp->tied_output);
+}
+
+/* Stage trace (flexinfer logits --dump): it must not change a bit of the logits, report every stage
+ * of every layer with its shape, and the first stages must be what they claim: the token
+ * embedding rows (Q8_0 decoded here by hand) and their RMSNorm (in double, against the file's
+ * weights). */
+typedef struct trace_rec {
+    int calls, embd_calls;
+    int64_t n, E;
+    float *embd, *attn_norm0;
+    char order[16][16];
+    int n_order;
+} trace_rec;
+
+static void record_stage(void *user, const char *name, int64_t layer, const float *data, int64_t rows, int64_t cols) {
+    trace_rec *r = user;
+    r->calls++;
+    if (layer == 0 && r->n_order < 16) snprintf(r->order[r->n_order++], 16, "%s", name);
+    if (!strcmp(name, "embd")) {
+        r->embd_calls++;
+        r->n = rows, r->E = cols;
+        r->embd = malloc((size_t)(rows * cols) * sizeof(float));
+        memcpy(r->embd, data, (size_t)(rows * cols) * sizeof(float));
+    }
+    if (!strcmp(name, "attn_norm") && layer == 0) {
+        r->attn_norm0 = malloc((size_t)(rows * cols) * sizeof(float));
+        memcpy(r->attn_norm0, data, (size_t)(rows * cols) * sizeof(float));
+    }
+}
+
+static float f16_bits_to_f32(uint16_t h) { /* by hand: sign, 5-bit exponent, 10-bit mantissa */
+    int e = (h >> 10) & 31, m = h & 1023;
+    double v = e == 0 ? ldexp(m, -24) : ldexp(1024 + m, e - 25);
+    return (float)((h & 0x8000) ? -v : v);
+}
+
+static void test_stage_trace(void **state) {
+    (void)state;
+    NEED_MODEL();
+    const fi_llama_hparams *hp = fi_llama_hparams_of(g_model);
+    int32_t ids[20];
+    make_ids(ids, 20, fi_test_seed("llama_trace"));
+    int64_t V = fi_model_n_vocab(g_model);
+    float *plain = eval_all(ids, 20, 32, 2, 20);
+    fi_session_params p = fi_session_default_params();
+    p.n_ctx = 64;
+    p.n_batch = 32;
+    p.threads = 2;
+    p.logits_all = true;
+    fi_session *s;
+    fi_error err;
+    assert_int_equal(fi_session_create(g_model, &p, &s, &err), FI_OK);
+    trace_rec r = {0};
+    fi_session_set_trace(s, record_stage, &r);
+    float *traced = malloc((size_t)20 * V * sizeof(float));
+    assert_int_equal(fi_session_eval(s, ids, 20, traced, true, &err), FI_OK);
+    assert_memory_equal(plain, traced, (size_t)20 * V * sizeof(float));
+    assert_int_equal(fi_session_eval(s, ids, 1, traced, false, &err), FI_OK); /* one token: no trace */
+    fi_session_free(s);
+    assert_int_equal(r.embd_calls, 1);
+    assert_int_equal(r.calls, 2 + 9 * (int)hp->n_layer); /* embd, result_norm, 9 stages per layer */
+    const char *want[9] = {"attn_norm", "Qcur", "Kcur", "Vcur", "kqv_out", "ffn_inp", "ffn_norm", "ffn_swiglu", "l_out"};
+    assert_int_equal(r.n_order, 9);
+    for (int i = 0; i < 9; i++) assert_string_equal(r.order[i], want[i]);
+    assert_true(r.n == 20 && r.E == hp->n_embd);
+    const fi_gguf_tensor *te = fi_gguf_find_tensor(fi_llama_gguf(g_model), "token_embd.weight");
+    const fi_gguf_tensor *nw = fi_gguf_find_tensor(fi_llama_gguf(g_model), "blk.0.attn_norm.weight");
+    assert_true(te && nw && nw->type == 0);
+    if (te->type == 8) { /* Q8_0: 34-byte blocks, f16 scale then 32 int8 */
+        for (int t = 0; t < 20; t++)
+            for (int64_t c = 0; c < r.E; c++) {
+                const uint8_t *blk = (const uint8_t *)te->data + ((size_t)ids[t] * (size_t)(r.E / 32) + (size_t)(c / 32)) * 34;
+                float d = f16_bits_to_f32((uint16_t)(blk[0] | blk[1] << 8));
+                assert_true(r.embd[t * r.E + c] == d * (float)(int8_t)blk[2 + c % 32]);
+            }
+    }
+    const float *w = nw->data;
+    for (int t = 0; t < 20; t++) {
+        double ss = 0;
+        for (int64_t c = 0; c < r.E; c++) ss += (double)r.embd[t * r.E + c] * r.embd[t * r.E + c];
+        double scale = 1.0 / sqrt(ss / (double)r.E + (double)hp->norm_eps);
+        for (int64_t c = 0; c < r.E; c++) {
+            double want_v = r.embd[t * r.E + c] * scale * w[c];
+            assert_true(fabs(r.attn_norm0[t * r.E + c] - want_v) <= 1e-6 * fabs(want_v) + 1e-30);
+        }
+    }
+    free(r.embd);
+    free(r.attn_norm0);
+    free(plain);
+    free(traced);
 }
 
 static void test_kv_cache(void **state) {
@@ -237,6 +360,7 @@ int main(void) {
         cmocka_unit_test(test_kv_cache),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_rope_formula),
+        cmocka_unit_test(test_stage_trace),
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_chunked_prefill),
         cmocka_unit_test(test_truncate_replays),

@@ -82,6 +82,9 @@ static ref_result reference(uint32_t type, const uint8_t *data, int64_t rows, in
                     calloc(n_out, sizeof(double))};
     /* The activations as the kernels see them (fi_quant_act_quantize is checked in test_quant). */
     double *xq = malloc((size_t)(n_tokens * cols) * sizeof(double));
+    /* Q4_1's offset term m * s uses s = f16(d * sum) (ggml's Q8_1 block), not d16 * sum: the
+     * difference per (token, block), times the block's m, is added to the tight reference. */
+    double *q41_off = calloc((size_t)(n_tokens * (cols / 32 + 1)), sizeof(double));
     for (int64_t t = 0; t < n_tokens; t++) {
         if (!is_quant(type)) {
             for (int64_t c = 0; c < cols; c++) xq[t * cols + c] = x[t * cols + c];
@@ -91,6 +94,8 @@ static ref_result reference(uint32_t type, const uint8_t *data, int64_t rows, in
         fi_quant_act_row row = fi_quant_act_row_view(buf, cols);
         fi_quant_act_quantize(x + t * cols, cols, row);
         for (int64_t c = 0; c < cols; c++) xq[t * cols + c] = (double)row.d[c / 32] * row.q[c];
+        for (int64_t b = 0; b < cols / 32; b++)
+            q41_off[t * (cols / 32) + b] = (double)row.s[b] - (double)row.d[b] * row.sum[b];
         free(buf);
     }
     float *wrow = malloc((size_t)cols * sizeof(float));
@@ -118,6 +123,12 @@ static ref_result reference(uint32_t type, const uint8_t *data, int64_t rows, in
             }
             r.y[t * rows + rr] = s;
             r.tol[t * rows + rr] = qerr * (1 + 1e-5) + g * (mag + qerr) + 1e-30;
+            if (type == FI_GGML_Q4_1)
+                for (int64_t b = 0; b < cols / 32; b++) {
+                    uint16_t mh;
+                    memcpy(&mh, data + (size_t)rr * fi_ggml_row_size(type, cols) + (size_t)b * 20 + 2, 2);
+                    sq += (double)fi_f16_to_f32(mh) * q41_off[t * (cols / 32) + b];
+                }
             r.yq[t * rows + rr] = sq;
             r.tolq[t * rows + rr] = g * magq + 1e-30;
         }
@@ -125,6 +136,7 @@ static ref_result reference(uint32_t type, const uint8_t *data, int64_t rows, in
     free(step);
     free(wrow);
     free(xq);
+    free(q41_off);
     return r;
 }
 

@@ -203,6 +203,8 @@ static void test_quantize_act_round_trip(void **state) {
             for (int j = 0; j < 32; j++) {
                 int q = row.q[b * 32 + j];
                 assert_true(q >= -127 && q <= 127);
+                /* ggml's rounding: x * (127 / amax) in f32, half to even (not x * (1 / d)). */
+                if (amax != 0) assert_int_equal(q, (int)nearbyintf(x[b * 32 + j] * (127.0f / (float)amax)));
                 sum += q;
                 qmax = abs(q) > qmax ? abs(q) : qmax;
                 double err = fabs((double)x[b * 32 + j] - (double)row.d[b] * q);
@@ -211,6 +213,10 @@ static void test_quantize_act_round_trip(void **state) {
                              x[b * 32 + j], row.d[b], q, err, bound);
             }
             assert_int_equal(row.sum[b], sum);
+            /* Q8_1's offset: the f32 product of the UNROUNDED scale and the sum, rounded to f16. */
+            float s32 = ((float)amax / 127.0f) * (float)sum;
+            double s_want = fabs(s32) >= 65520.0 ? INFINITY : ref_round_to_f16(fabs((double)s32)); /* f16 overflow */
+            assert_true(row.s[b] == (s32 < 0 ? -s_want : s_want));
             if (amax == 0) assert_true(row.d[b] == 0.0f && qmax == 0);
             else if (d >= 1e-30) assert_int_equal(qmax, 127); /* the largest element maps to +-127 */
         }

@@ -14,7 +14,11 @@
 
 static void usage(FILE *f) {
     fprintf(f, "usage: flexinfer logits [-m MODEL] (--text FILE | --tokens \"1 2 3\") --out L.npy [-t THREADS] [-b BATCH] [--no-bos]\n"
-               "  writes L.npy [n_tokens, n_vocab] f32 (row i: logits after token i) and L.tokens.npy (int32 ids)\n");
+               "                        [--dump DIR]\n"
+               "  writes L.npy [n_tokens, n_vocab] f32 (row i: logits after token i) and L.tokens.npy (int32 ids)\n"
+               "  --dump DIR: also every stage of the first chunk (>= 2 tokens) as DIR/<stage>-<layer>.npy [n, width]\n"
+               "              (ggml's names: attn_norm, Qcur, Kcur (after RoPE), Vcur, kqv_out, ffn_inp, ffn_norm,\n"
+               "              ffn_swiglu, l_out; embd.npy, result_norm.npy), to compare engines layer by layer\n");
 }
 
 static char *read_file(const char *path, size_t *len) {
@@ -43,6 +47,24 @@ static char *read_file(const char *path, size_t *len) {
         *len = n;
     }
     return buf;
+}
+
+typedef struct dump_state {
+    const char *dir;
+    int chunk; /* chunks seen: only the first is written */
+    bool failed;
+    fi_error err;
+} dump_state;
+
+static void dump_stage(void *user, const char *name, int64_t layer, const float *data, int64_t rows, int64_t cols) {
+    dump_state *d = user;
+    if (!strcmp(name, "embd")) d->chunk++;
+    if (d->chunk != 1 || d->failed) return;
+    char path[4096];
+    if (layer >= 0) snprintf(path, sizeof path, "%s/%s-%lld.npy", d->dir, name, (long long)layer);
+    else snprintf(path, sizeof path, "%s/%s.npy", d->dir, name);
+    int64_t shape[2] = {rows, cols};
+    if (fi_npy_write(path, FI_NPY_F32, 2, shape, data, &d->err) != FI_OK) d->failed = true;
 }
 
 static int parse_tokens(const char *s, int32_t **out, size_t *n) {
@@ -76,20 +98,22 @@ static int parse_tokens(const char *s, int32_t **out, size_t *n) {
 int cmd_logits(int argc, char **argv) {
     gen_options o;
     gen_options_init(&o);
-    const char *text_path = NULL, *tokens_arg = NULL, *out_path = NULL;
+    const char *text_path = NULL, *tokens_arg = NULL, *out_path = NULL, *dump_dir = NULL;
     bool add_special = true;
     for (int i = 1; i < argc;) {
         int r = gen_options_parse(&o, argc, argv, &i, "logits");
         if (r < 0) return 2;
         if (r > 0) continue;
         const char *a = argv[i];
-        if ((!strcmp(a, "--text") || !strcmp(a, "--tokens") || !strcmp(a, "--out")) && i + 1 >= argc) {
+        if ((!strcmp(a, "--text") || !strcmp(a, "--tokens") || !strcmp(a, "--out") || !strcmp(a, "--dump")) &&
+            i + 1 >= argc) {
             fprintf(stderr, "flexinfer logits: option %s needs a value\n", a);
             return 2;
         }
         if (!strcmp(a, "--text")) text_path = argv[i + 1], i += 2;
         else if (!strcmp(a, "--tokens")) tokens_arg = argv[i + 1], i += 2;
         else if (!strcmp(a, "--out")) out_path = argv[i + 1], i += 2;
+        else if (!strcmp(a, "--dump")) dump_dir = argv[i + 1], i += 2;
         else if (!strcmp(a, "--no-bos")) add_special = false, i++;
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
@@ -164,10 +188,16 @@ int cmd_logits(int argc, char **argv) {
         fprintf(stderr, "flexinfer logits: out of memory for %zu x %lld logits\n", n, (long long)V);
         goto done;
     }
+    dump_state dump = {.dir = dump_dir};
+    if (dump_dir) fi_session_set_trace(sess, dump_stage, &dump);
     fi_status st = fi_session_eval(sess, ids, n, logits, true, &err);
     if (st != FI_OK) {
         fprintf(stderr, "flexinfer logits: %s\n", err.msg);
         rc = st == FI_ERR_INVALID ? 2 : 1;
+        goto done;
+    }
+    if (dump.failed) {
+        fprintf(stderr, "flexinfer logits: --dump: %s\n", dump.err.msg);
         goto done;
     }
     int64_t shape[2] = {(int64_t)n, V};

@@ -595,6 +595,21 @@ fi_status fi_gguf_open(const char *path, fi_gguf **out, fi_error *err) {
     return st;
 }
 
+void fi_gguf_release_pages(const fi_gguf *g, const void *ptr, size_t bytes) {
+    /* Only a private read-only file mapping may be dropped: on anonymous memory MADV_DONTNEED
+     * would zero it. */
+    if (!g || !g->mapped || !ptr) return;
+    uintptr_t lo = (uintptr_t)g->base, hi = lo + (uintptr_t)g->size, a = (uintptr_t)ptr;
+    if (a < lo || a >= hi) return;
+    uintptr_t b = bytes > hi - a ? hi : a + (uintptr_t)bytes;
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps <= 0) return;
+    uintptr_t page = (uintptr_t)ps;
+    a = (a + page - 1) & ~(page - 1);
+    b &= ~(page - 1);
+    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED); /* a hint: failure changes nothing */
+}
+
 void fi_gguf_close(fi_gguf *g) {
     if (!g) return;
     if (g->kvs)

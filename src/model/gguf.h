@@ -70,6 +70,11 @@ fi_status fi_gguf_open(const char *path, fi_gguf **out, fi_error *err);
 /* Same over a caller-owned buffer (not copied: keep it alive until close). */
 fi_status fi_gguf_open_memory(const void *data, size_t size, fi_gguf **out, fi_error *err);
 void fi_gguf_close(fi_gguf *g);
+/* Memory hint for a file opened with fi_gguf_open: the whole pages inside [ptr, ptr + bytes) leave
+ * this process's resident set (MADV_DONTNEED on the read-only private mapping); a later read faults
+ * them back in from the page cache, so contents never change. For tensors the caller has copied
+ * (repacked) and reads rarely or never again. No-op for fi_gguf_open_memory buffers. */
+void fi_gguf_release_pages(const fi_gguf *g, const void *ptr, size_t bytes);
 
 uint32_t fi_gguf_version(const fi_gguf *g);
 uint64_t fi_gguf_alignment(const fi_gguf *g);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/cpu.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "kv/kv_cache.h"
@@ -39,7 +40,8 @@ struct fi_model {
     size_t embd_row_bytes;
     float *output_norm;          /* [n_embd] */
     fi_matmul_weight *output;    /* [n_vocab, n_embd] */
-    double *inv_freq;            /* [rope_dim / 2]: scale * base^(-2i/rope_dim) / factor_i */
+    float rope_theta_scale;      /* base^(-2/rope_dim), in f32 as ggml computes it */
+    float *rope_factors;         /* [rope_dim / 2] llama3-style per-pair divisors, or NULL */
     fi_mask *causal;
 };
 
@@ -116,6 +118,7 @@ static fi_matmul_weight *load_matrix(const fi_gguf *g, const char *name, int64_t
         *st = s;
         return NULL;
     }
+    fi_gguf_release_pages(g, t->data, t->nbytes); /* the matmul keeps a repacked copy */
     return w;
 }
 
@@ -217,23 +220,14 @@ static fi_status load_weights(fi_model *m, fi_error *err) {
     if (!out) out = m->token_embd;
     st = fi_matmul_weight_create(out->type, out->data, hp->n_vocab, E, &m->output, err);
     if (st != FI_OK) return st;
+    fi_gguf_release_pages(g, out->data, out->nbytes); /* repacked; embedding rows fault back in on use */
 
     /* RoPE frequencies, with llama3-style per-pair factors when the file has them. */
     int64_t half = hp->rope_dim / 2;
-    m->inv_freq = malloc((size_t)half * sizeof(double));
-    if (!m->inv_freq) return fi_error_set(err, FI_ERR_NOMEM, "model: out of memory");
+    m->rope_theta_scale = powf(hp->rope_base, -2.0f / (float)hp->rope_dim);
     const fi_gguf_tensor *ff = find_tensor(g, "rope_freqs.weight", half, 1, true, &st, err);
     if (st != FI_OK) return st;
-    float *factors = NULL;
-    if (ff) {
-        if (!(factors = load_vector(g, "rope_freqs.weight", half, &st, err))) return st;
-    }
-    for (int64_t i = 0; i < half; i++) {
-        double f = (double)hp->rope_scale * pow((double)hp->rope_base, -2.0 * (double)i / (double)hp->rope_dim);
-        if (factors) f /= (double)factors[i];
-        m->inv_freq[i] = f;
-    }
-    free(factors);
+    if (ff && !(m->rope_factors = load_vector(g, "rope_freqs.weight", half, &st, err))) return st;
     return fi_mask_parse("causal", &m->causal, err);
 }
 
@@ -276,7 +270,7 @@ void fi_model_free(fi_model *m) {
     }
     free(m->output_norm);
     fi_matmul_weight_free(m->output);
-    free(m->inv_freq);
+    free(m->rope_factors);
     fi_mask_free(m->causal);
     fi_tokenizer_free(m->tok);
     fi_gguf_close(m->gguf);
@@ -302,15 +296,30 @@ size_t fi_llama_stream_bytes(const fi_model *m) {
     return b;
 }
 
+/* ggml's recipe (docs/numerics.md): theta_i = pos * theta_scale^i by repeated f32 multiplication,
+ * then divided by the pair's factor and times the linear scale, all in f32. An exact theta moves
+ * the rotated values by an ulp or so, enough to flip int8 roundings downstream. */
+void fi_llama_rope_thetas(const fi_model *m, int64_t pos, float *theta) {
+    float th = (float)pos;
+    for (int64_t i = 0; i < m->hp.rope_dim / 2; i++) {
+        float t = m->rope_factors ? th / m->rope_factors[i] : th;
+        theta[i] = m->hp.rope_scale * t;
+        th *= m->rope_theta_scale;
+    }
+}
+
 double fi_llama_rope_theta(const fi_model *m, int64_t pos, int64_t i) {
-    return (double)pos * m->inv_freq[i];
+    float th[256 / 2];
+    fi_llama_rope_thetas(m, pos, th);
+    return (double)th[i];
 }
 
 void fi_llama_rope_apply(float *x, int64_t rope_dim, const float *cos_t, const float *sin_t) {
+    /* One fused multiply-add per output, the other product rounded first (ggml's compiled form). */
     for (int64_t i = 0; i < rope_dim / 2; i++) {
         float x0 = x[2 * i], x1 = x[2 * i + 1];
-        x[2 * i] = x0 * cos_t[i] - x1 * sin_t[i];
-        x[2 * i + 1] = x0 * sin_t[i] + x1 * cos_t[i];
+        x[2 * i] = fmaf(x0, cos_t[i], -(x1 * sin_t[i]));
+        x[2 * i + 1] = fmaf(x0, sin_t[i], x1 * cos_t[i]);
     }
 }
 
@@ -333,7 +342,16 @@ struct fi_session {
     int32_t *seq_lens; /* [threads] view storage */
     fi_error *thread_err; /* [threads] */
     int n_threads;
+    /* fi_llama_rope_apply or its AVX2 twin (identical bytes), chosen once from fi_cpu_simd_level() */
+    void (*rope_apply)(float *x, int64_t rope_dim, const float *cos_t, const float *sin_t);
+    fi_llama_trace_fn trace; /* stage inspection, NULL when off */
+    void *trace_user;
 };
+
+void fi_session_set_trace(fi_session *s, fi_llama_trace_fn fn, void *user) {
+    s->trace = fn;
+    s->trace_user = user;
+}
 
 fi_session_params fi_session_default_params(void) {
     fi_session_params p = {.n_ctx = 0, .n_batch = 256, .threads = 0, .kv_dtype = FI_DTYPE_F32,
@@ -376,6 +394,7 @@ fi_status fi_session_create(const fi_model *m, const fi_session_params *pp, fi_s
     s->m = m;
     s->p = p;
     s->n_threads = p.threads;
+    s->rope_apply = fi_cpu_simd_level() >= FI_SIMD_AVX2 ? fi_llama_rope_apply_avx2 : fi_llama_rope_apply;
     const fi_llama_hparams *hp = &m->hp;
     fi_kv_cache_config kc = {.n_layers = hp->n_layer, .heads = hp->n_head_kv, .dim = hp->head_dim,
                              .capacity = p.n_ctx, .page_size = 64, .dtype = p.kv_dtype};
@@ -479,11 +498,18 @@ static void matmul_add_residual(const fi_matmul_weight *w, const void *act, int6
         for (int64_t r = b; r < e; r++) x[t * E + r] += tmp[t * E + r];
 }
 
+/* ggml's recipe (docs/numerics.md): f32 squares summed in double, the mean rounded to f32, then
+ * 1 / sqrtf(mean + eps) in f32; y = (x * scale) * w. Any other rounding of the scale moves every
+ * element of the row by an ulp, which flips int8 activation roundings downstream. */
 static void rmsnorm(const float *x, const float *w, float *y, int64_t n, float eps) {
-    double ss = 0; /* double: the sum over hundreds of elements stays exact enough to match peers */
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
-    float scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-    for (int64_t i = 0; i < n; i++) y[i] = x[i] * scale * w[i];
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float sq = x[i] * x[i];
+        ss += (double)sq;
+    }
+    float mean = (float)(ss / (double)n);
+    float scale = 1.0f / sqrtf(mean + eps);
+    for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
 }
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
@@ -544,6 +570,13 @@ static fi_status attention_rows(fi_session *s, int64_t layer, int64_t n_past, in
     return FI_OK;
 }
 
+/* Stage inspection: one thread reports a buffer that is complete (just after a barrier) and not
+ * written again before the next barrier. */
+#define TRACE(name, layer, data, rows, cols)                                                   \
+    do {                                                                                       \
+        if (s->trace && n > 1 && tid == 0) s->trace(s->trace_user, name, layer, data, rows, cols); \
+    } while (0)
+
 /* One chunk of n <= B tokens at positions n_past .. n_past+n-1 (pages reserved by the caller).
  * logits: [n_out, n_vocab] for the last n_out tokens. */
 static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, float *logits,
@@ -568,10 +601,11 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
         for (int64_t t = t0; t < t1; t++) {
             const char *row = (const char *)m->token_embd->data + (size_t)tokens[t] * m->embd_row_bytes;
             fi_quant_dequantize_row(m->token_embd->type, row, s->x + t * E, E, NULL);
+            float th[256 / 2];
+            fi_llama_rope_thetas(m, n_past + t, th);
             for (int64_t i = 0; i < half; i++) {
-                double th = fi_llama_rope_theta(m, n_past + t, i);
-                s->rope_cos[t * half + i] = (float)cos(th);
-                s->rope_sin[t * half + i] = (float)sin(th);
+                s->rope_cos[t * half + i] = cosf(th[i]);
+                s->rope_sin[t * half + i] = sinf(th[i]);
             }
         }
 
@@ -581,6 +615,7 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
         float *xn = priv ? s->xn_priv + tid * E : s->xn;
         const int64_t q0 = priv ? 0 : t0, q1 = priv ? n : t1;
 #pragma omp barrier
+        TRACE("embd", -1, s->x, n, E);
         for (int64_t l = 0; l < hp->n_layer; l++) {
             const llama_layer *L = &m->layers[l];
             /* attn_norm + quantize */
@@ -590,6 +625,7 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
             if (!priv) {
 #pragma omp barrier
             }
+            TRACE("attn_norm", l, xn, n, E);
             /* Q, K, V split by whole heads: the thread that computes a head also rotates it and
              * stores K/V into the cache (no barrier in between). */
             {
@@ -599,14 +635,14 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
                     if (u < Hq) {
                         fi_matmul_rows(L->wq, act[slot[0]], n, s->q, Dq, u * D, (u + 1) * D);
                         for (int64_t t = 0; t < n; t++)
-                            fi_llama_rope_apply(s->q + t * Dq + u * D, hp->rope_dim, s->rope_cos + t * half,
-                                                s->rope_sin + t * half);
+                            s->rope_apply(s->q + t * Dq + u * D, hp->rope_dim, s->rope_cos + t * half,
+                                          s->rope_sin + t * half);
                     } else if (u < Hq + Hkv) {
                         int64_t h = u - Hq;
                         fi_matmul_rows(L->wk, act[slot[1]], n, s->k, Dkv, h * D, (h + 1) * D);
                         for (int64_t t = 0; t < n; t++) {
                             float *kr = s->k + t * Dkv + h * D;
-                            fi_llama_rope_apply(kr, hp->rope_dim, s->rope_cos + t * half, s->rope_sin + t * half);
+                            s->rope_apply(kr, hp->rope_dim, s->rope_cos + t * half, s->rope_sin + t * half);
                             store_head(s, false, l, n_past + t, h, kr);
                         }
                     } else {
@@ -617,6 +653,9 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
                 }
             }
 #pragma omp barrier
+            TRACE("Qcur", l, s->q, n, Dq);
+            TRACE("Kcur", l, s->k, n, Dkv);
+            TRACE("Vcur", l, s->v, n, Dkv);
             /* Attention in blocks of query rows aligned to absolute positions, dealt round-robin:
              * a row is computed the same way whatever the thread count. */
             {
@@ -630,6 +669,7 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
                 }
             }
 #pragma omp barrier
+            TRACE("kqv_out", l, s->attn, n, Dq);
             const fi_matmul_weight *wo[1] = {L->wo};
             quantize_for(act, wo, 1, s->attn, n, q0, q1, slot);
             if (!priv) {
@@ -637,12 +677,14 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
             }
             matmul_add_residual(L->wo, act[0], n, s->tmp, s->x, E, tid, nth);
 #pragma omp barrier
+            TRACE("ffn_inp", l, s->x, n, E);
             for (int64_t t = q0; t < q1; t++) rmsnorm(s->x + t * E, L->ffn_norm, xn + t * E, E, hp->norm_eps);
             const fi_matmul_weight *gu[2] = {L->w_gate, L->w_up};
             quantize_for(act, gu, 2, xn, n, q0, q1, slot);
             if (!priv) {
 #pragma omp barrier
             }
+            TRACE("ffn_norm", l, xn, n, E);
             {
                 int64_t g = fi_matmul_row_granule(L->w_gate), g2 = fi_matmul_row_granule(L->w_up);
                 if (g2 > g) g = g2;
@@ -659,6 +701,7 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
                 }
             }
 #pragma omp barrier
+            TRACE("ffn_swiglu", l, s->gate, n, F);
             const fi_matmul_weight *dn[1] = {L->w_down};
             quantize_for(act, dn, 1, s->gate, n, q0, q1, slot);
             if (!priv) {
@@ -666,6 +709,7 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
             }
             matmul_add_residual(L->w_down, act[0], n, s->tmp, s->x, E, tid, nth);
 #pragma omp barrier
+            TRACE("l_out", l, s->x, n, E);
         }
 
         /* Final norm and logits of the last n_out tokens. */
@@ -683,6 +727,7 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
             if (!opriv) {
 #pragma omp barrier
             }
+            if (n_out == n) TRACE("result_norm", -1, oxn, n, E);
             int64_t b, e;
             split_rows(hp->n_vocab, fi_matmul_row_granule(m->output), tid, nth, &b, &e);
             if (e > b) fi_matmul_rows(m->output, oact, n_out, logits, hp->n_vocab, b, e);

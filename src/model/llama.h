@@ -31,11 +31,25 @@ const fi_gguf *fi_llama_gguf(const fi_model *m);
 /* Bytes of weights one token's forward streams (all matmuls, incl. the output). */
 size_t fi_llama_stream_bytes(const fi_model *m);
 
-/* The rotation angle of pair i (0 <= i < rope_dim/2) at position pos: pos * scale * base^(-2i/rope_dim)
- * / freq_factor[i]; exposed so tests can check it against the direct formula. */
+/* The rotation angles of pairs i = 0 .. rope_dim/2 - 1 at position pos: pos * scale * base^(-2i/rope_dim)
+ * / freq_factor[i], evaluated in f32 as ggml does (the power by repeated multiplication), so within a
+ * few f32 ulps per pair of the exact value. theta has room for rope_dim / 2 floats. */
+void fi_llama_rope_thetas(const fi_model *m, int64_t pos, float *theta);
+/* One of those angles; exposed so tests can check it against the direct formula. */
 double fi_llama_rope_theta(const fi_model *m, int64_t pos, int64_t i);
 /* Rotates adjacent pairs (x[2i], x[2i+1]) of the first rope_dim elements of one head in place
  * ("normal" RoPE: the GGUF converter permuted Q/K so this matches the original model). */
 void fi_llama_rope_apply(float *x, int64_t rope_dim, const float *cos_t, const float *sin_t);
+/* The same, bit for bit, with AVX2 + FMA (rope_avx2.c): only when fi_cpu_simd_level() >= FI_SIMD_AVX2. */
+void fi_llama_rope_apply_avx2(float *x, int64_t rope_dim, const float *cos_t, const float *sin_t);
+
+/* Inspection of a forward pass stage by stage (to compare with another engine layer by layer):
+ * fn is called on the calling thread's team, by one thread, with every stage of every chunk of at
+ * least 2 tokens: name (ggml's names: "embd", "attn_norm", "Qcur" and "Kcur" after RoPE, "Vcur",
+ * "kqv_out", "ffn_inp", "ffn_norm", "ffn_swiglu", "l_out", "result_norm"), layer (-1 outside the
+ * layers) and rows x cols f32 values, valid during the call only. NULL turns it off. */
+typedef void (*fi_llama_trace_fn)(void *user, const char *name, int64_t layer, const float *data, int64_t rows,
+                                  int64_t cols);
+void fi_session_set_trace(fi_session *s, fi_llama_trace_fn fn, void *user);
 
 #endif /* FI_MODEL_LLAMA_H */

@@ -47,8 +47,8 @@ fi_status fi_matmul_weight_create(uint32_t type, const void *data, int64_t rows,
         return fi_error_set(err, FI_ERR_INVALID, "matmul: %s weight has %lld columns, not a multiple of %lld",
                             fi_ggml_type_name(type), (long long)cols, (long long)fi_ggml_block_size(type));
     if (!data) return fi_error_set(err, FI_ERR_INVALID, "matmul: weight data is NULL");
-    /* Bound the byte count (plus group padding) well inside size_t. */
-    if ((uint64_t)rows + FI_MM_GROUP > ((uint64_t)1 << 50) / fi_ggml_row_size(type, cols))
+    /* Bound the byte count (plus group / panel padding) well inside size_t. */
+    if ((uint64_t)rows + FI_MM_PANEL > ((uint64_t)1 << 50) / fi_ggml_row_size(type, cols))
         return fi_error_set(err, FI_ERR_INVALID, "matmul: weight [%lld, %lld] is too large", (long long)rows,
                             (long long)cols);
     fi_matmul_weight *w = calloc(1, sizeof *w);
@@ -58,8 +58,32 @@ fi_status fi_matmul_weight_create(uint32_t type, const void *data, int64_t rows,
     w->rows = rows;
     w->cols = cols;
     if (!is_quantized(type)) {
-        w->data = data;
         w->act_token_bytes = (size_t)cols * sizeof(float);
+        const size_t es = fi_mm_float_esize(type);
+        const int64_t panels = (rows + FI_MM_PANEL - 1) / FI_MM_PANEL;
+        const size_t bytes = (size_t)panels * FI_MM_PANEL * (size_t)cols * es;
+        w->owned = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        if (!w->owned) {
+            free(w);
+            return fi_error_set(err, FI_ERR_NOMEM, "matmul: out of memory repacking a %lld x %lld %s weight (%zu bytes)",
+                                (long long)rows, (long long)cols, fi_ggml_type_name(type), bytes);
+        }
+        w->owned_bytes = bytes;
+        w->data = w->owned;
+        /* Panel p, element (c, i) = W[16p + i, c]; the padding rows of the last panel are zero. */
+        const size_t panel_bytes = FI_MM_PANEL * (size_t)cols * es;
+        if (rows % FI_MM_PANEL) memset(w->owned + (size_t)(panels - 1) * panel_bytes, 0, panel_bytes);
+        for (int64_t p = 0; p < panels; p++) {
+            const int64_t r0 = p * FI_MM_PANEL, n = rows - r0 < FI_MM_PANEL ? rows - r0 : FI_MM_PANEL;
+            uint8_t *dst = w->owned + (size_t)p * panel_bytes;
+            for (int64_t i = 0; i < n; i++) {
+                const uint8_t *src = (const uint8_t *)data + (size_t)(r0 + i) * (size_t)cols * es;
+                if (es == 2)
+                    for (int64_t c = 0; c < cols; c++) memcpy(dst + (size_t)(FI_MM_PANEL * c + i) * 2, src + 2 * c, 2);
+                else
+                    for (int64_t c = 0; c < cols; c++) memcpy(dst + (size_t)(FI_MM_PANEL * c + i) * 4, src + 4 * c, 4);
+            }
+        }
         *out = w;
         return FI_OK;
     }
@@ -103,12 +127,19 @@ size_t fi_matmul_weight_owned_bytes(const fi_matmul_weight *w) { return w->owned
 size_t fi_matmul_weight_stream_bytes(const fi_matmul_weight *w) {
     return (size_t)w->rows * fi_ggml_row_size(w->type, w->cols);
 }
-int64_t fi_matmul_row_granule(const fi_matmul_weight *w) { return is_quantized(w->type) ? FI_MM_GROUP : 4; }
+int64_t fi_matmul_row_granule(const fi_matmul_weight *w) { return is_quantized(w->type) ? FI_MM_GROUP : FI_MM_PANEL; }
 
 void fi_matmul_weight_row(const fi_matmul_weight *w, int64_t r, float *dst) {
     if (!is_quantized(w->type)) {
-        size_t row = fi_ggml_row_size(w->type, w->cols);
-        fi_quant_dequantize_row(w->type, w->data + (size_t)r * row, dst, w->cols, NULL);
+        const size_t es = fi_mm_float_esize(w->type);
+        const uint8_t *src = fi_mm_panel_ptr(w, r / FI_MM_PANEL) + (size_t)(r % FI_MM_PANEL) * es;
+        for (int64_t c = 0; c < w->cols; c++, src += FI_MM_PANEL * es) {
+            if (w->type == FI_GGML_F32) memcpy(&dst[c], src, 4);
+            else {
+                uint16_t h = (uint16_t)(src[0] | src[1] << 8);
+                dst[c] = w->type == FI_GGML_F16 ? fi_f16_to_f32(h) : fi_bf16_to_f32(h);
+            }
+        }
         return;
     }
     int slot = (int)(r % FI_MM_GROUP);

@@ -9,9 +9,10 @@
  * element is computed the same way whatever the slice, so results do not
  * depend on how rows are split (bit-identical across thread counts).
  *
- * Weights of Q4_0 / Q4_1 / Q8_0 are repacked at load into an owned copy
- * (8 rows interleaved per block, same byte count as the file); F32 / F16 /
- * BF16 weights are used in place (the caller keeps `data` alive). */
+ * Weights are repacked at load into an owned copy (Q4_0 / Q4_1 / Q8_0: 8 rows
+ * interleaved per block; F32 / F16 / BF16: panels of 16 rows, column-major;
+ * the same byte count as the file, padded to whole groups), so the caller's
+ * `data` is not used after fi_matmul_weight_create returns. */
 #ifndef FI_MODEL_MATMUL_H
 #define FI_MODEL_MATMUL_H
 
@@ -36,7 +37,7 @@ void fi_matmul_weight_free(fi_matmul_weight *w);
 int64_t fi_matmul_weight_rows(const fi_matmul_weight *w);
 int64_t fi_matmul_weight_cols(const fi_matmul_weight *w);
 uint32_t fi_matmul_weight_type(const fi_matmul_weight *w);
-/* Bytes this object owns (the repacked copy; 0 when used in place). */
+/* Bytes this object owns (the repacked copy). */
 size_t fi_matmul_weight_owned_bytes(const fi_matmul_weight *w);
 /* Bytes of weights one full product streams (for GB/s figures). */
 size_t fi_matmul_weight_stream_bytes(const fi_matmul_weight *w);

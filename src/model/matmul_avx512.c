@@ -16,6 +16,7 @@ typedef struct act_ptrs {
     const int8_t *q;
     const float *d;
     const int32_t *sum;
+    const float *s; /* Q4_1 offsets: f16(d * sum), see quant.h */
 } act_ptrs;
 
 INLINE act_ptrs act_at(const fi_matmul_weight *w, const void *act, int64_t t) {
@@ -24,6 +25,7 @@ INLINE act_ptrs act_at(const fi_matmul_weight *w, const void *act, int64_t t) {
     p.q = (const int8_t *)base;
     p.d = (const float *)(base + (size_t)w->nb * 32);
     p.sum = (const int32_t *)(base + (size_t)w->nb * 36);
+    p.s = (const float *)(base + (size_t)w->nb * 40);
     return p;
 }
 
@@ -89,7 +91,7 @@ INLINE void group_tokens(const fi_matmul_weight *w, const uint8_t *grp, const vo
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[t]);
             } else {
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[t]);
-                acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(dx * (float)x[t].sum[b]), acc[t]);
+                acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x[t].s[b]), acc[t]);
             }
         }
     }

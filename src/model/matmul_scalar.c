@@ -30,32 +30,36 @@ static float dot_quant_row(const fi_matmul_weight *w, int64_t r, fi_quant_act_ro
         } else {
             float m = load_f16(blk + 16 + 2 * slot);
             acc += (dw * dx) * (float)dot;
-            acc += m * (dx * (float)x.sum[b]);
+            acc += m * x.s[b];
         }
     }
     return acc;
 }
 
-static inline float load_weight(uint32_t type, const uint8_t *row, int64_t c) {
+static inline float load_weight(uint32_t type, const uint8_t *p) {
     switch (type) {
-    case FI_GGML_F16: return load_f16(row + 2 * c);
-    case FI_GGML_BF16: return fi_bf16_to_f32((uint16_t)(row[2 * c] | row[2 * c + 1] << 8));
+    case FI_GGML_F16: return load_f16(p);
+    case FI_GGML_BF16: return fi_bf16_to_f32((uint16_t)(p[0] | p[1] << 8));
     default: {
         float v;
-        memcpy(&v, row + 4 * c, 4);
+        memcpy(&v, p, 4);
         return v;
     }
     }
 }
 
+/* The order of matmul_kernels.h: running sums over blocks of FI_MM_KBLOCK
+ * columns, then the block sums in order (here without fused multiply-adds). */
 static float dot_float_row(const fi_matmul_weight *w, int64_t r, const float *x) {
-    const uint8_t *row = w->data + (size_t)r * fi_ggml_row_size(w->type, w->cols);
-    float lane[8] = {0};
-    int64_t c = 0;
-    for (; c + 8 <= w->cols; c += 8)
-        for (int k = 0; k < 8; k++) lane[k] += load_weight(w->type, row, c + k) * x[c + k];
-    float acc = ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
-    for (; c < w->cols; c++) acc += load_weight(w->type, row, c) * x[c];
+    const size_t es = fi_mm_float_esize(w->type), step = FI_MM_PANEL * es;
+    const uint8_t *p = fi_mm_panel_ptr(w, r / FI_MM_PANEL) + (size_t)(r % FI_MM_PANEL) * es;
+    float acc = 0.0f;
+    for (int64_t c0 = 0; c0 < w->cols; c0 += FI_MM_KBLOCK) {
+        const int64_t c1 = c0 + FI_MM_KBLOCK < w->cols ? c0 + FI_MM_KBLOCK : w->cols;
+        float blk = 0.0f;
+        for (int64_t c = c0; c < c1; c++) blk += load_weight(w->type, p + (size_t)c * step) * x[c];
+        acc = c0 == 0 ? blk : acc + blk;
+    }
     return acc;
 }
 

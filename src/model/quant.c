@@ -106,7 +106,7 @@ fi_status fi_quant_dequantize_row(uint32_t type, const void *src, float *dst, in
 
 size_t fi_quant_act_row_bytes(int64_t n) {
     size_t nb = (size_t)(n / 32);
-    size_t bytes = nb * 32 + nb * sizeof(float) + nb * sizeof(int32_t);
+    size_t bytes = nb * 32 + nb * sizeof(float) + nb * sizeof(int32_t) + nb * sizeof(float);
     return (bytes + 63) & ~(size_t)63;
 }
 
@@ -116,6 +116,7 @@ fi_quant_act_row fi_quant_act_row_view(void *base, int64_t n) {
     r.q = base;
     r.d = (float *)((char *)base + nb * 32);
     r.sum = (int32_t *)((char *)base + nb * 32 + nb * sizeof(float));
+    r.s = (float *)((char *)base + nb * 32 + nb * sizeof(float) + nb * sizeof(int32_t));
     return r;
 }
 
@@ -135,7 +136,8 @@ void fi_quant_act_quantize_level(const float *x, int64_t n, fi_quant_act_row row
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(xb[j]));
         float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        /* 127 / amax, not 1 / d: they differ in the last bit for some amax, and ggml uses this. */
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int32_t sum = 0;
         for (int j = 0; j < 32; j++) {
             /* nearbyintf: round half to even, as the SIMD conversions do. */
@@ -147,5 +149,6 @@ void fi_quant_act_quantize_level(const float *x, int64_t n, fi_quant_act_row row
         }
         row.d[b] = fi_f16_to_f32(fi_f32_to_f16(d));
         row.sum[b] = sum;
+        row.s[b] = fi_f16_to_f32(fi_f32_to_f16(d * (float)sum));
     }
 }

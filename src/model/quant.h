@@ -47,14 +47,16 @@ fi_status fi_quant_dequantize_row(uint32_t type, const void *src, float *dst, in
 /* ---- Activation quantization (what the integer kernels consume) ----
  * One token's activations of n = nb * 32 floats become nb blocks: int8 q[32]
  * with a per-block scale d = amax / 127 rounded to f16 precision as ggml stores
- * it (q uses the unrounded 1/d, as ggml does: this moves the logits measurably
- * closer to llama.cpp's) and the integer sum of q (for the
- * offset terms of Q4_0 and Q4_1). x[i] ~= d * q[i], within half a step plus the
- * f16 rounding of d times |q[i]|. */
+ * it (q = round-half-even(x * 127 / amax), from the unrounded scale, as ggml
+ * does), the integer sum of q (for Q4_0's exact offset term) and s = d * sum
+ * with the UNROUNDED d, rounded to f16 (ggml's Q8_1 block; Q4_1's offset term
+ * m * s uses it, see docs/numerics.md). x[i] ~= d * q[i], within half a step
+ * plus the f16 rounding of d times |q[i]|. */
 typedef struct fi_quant_act_row {
     int8_t *q;    /* [nb * 32] */
     float *d;     /* [nb] */
     int32_t *sum; /* [nb] */
+    float *s;     /* [nb]: f16(d * sum), d unrounded */
 } fi_quant_act_row;
 
 /* Bytes of one token's quantized activation row (64-byte multiple). */

@@ -1,5 +1,5 @@
 /* AVX2 activation quantization: the same arithmetic as the portable loop in
- * quant.c (max |x|, d = amax/127, id = 1/d, round-half-even of x*id, NaN -> 0,
+ * quant.c (max |x|, d = amax/127, id = 127/amax, round-half-even of x*id, NaN -> 0,
  * clamp to +-127), so both produce identical bytes. */
 #include <immintrin.h>
 
@@ -25,7 +25,7 @@ void fi_quant_act_quantize_avx2(const float *x, int64_t n, fi_quant_act_row row)
         m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
         const float amax = _mm_cvtss_f32(m4);
         const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         const __m256 idv = _mm256_set1_ps(id);
         __m256i q[4], sum = _mm256_setzero_si256();
         for (int k = 0; k < 4; k++) {
@@ -44,5 +44,6 @@ void fi_quant_act_quantize_avx2(const float *x, int64_t n, fi_quant_act_row row)
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
         row.d[b] = fi_f16_to_f32(fi_f32_to_f16(d));
         row.sum[b] = _mm_cvtsi128_si32(s4);
+        row.s[b] = fi_f16_to_f32(fi_f32_to_f16(d * (float)row.sum[b]));
     }
 }

@@ -1,7 +1,11 @@
 """Greedy 64-token continuations: flexinfer (`flexinfer run --temp 0`, end to end: tokenizer,
 prefill, decode loop, detokenizer) against llama.cpp on the same GGUF file. Passes when >= 9 of 10
-continuations are identical; for each difference prints both engines' two best logits at the
-first divergent token (near-ties explain them).
+continuations are identical, or when every difference is a near-tie; for each difference prints
+both engines' two best logits at the first divergent token.
+
+Noise floor, measured in the same run: llama.cpp against ITSELF with every input embedding moved
+by one f32 ulp (the smallest perturbation there is; docs/numerics.md). This int8-activation model
+amplifies any rounding difference, so that count is what "not bit-identical to llama.cpp" costs.
 
 usage: python3 greedy_agreement.py FLEXINFER_BINARY   (exit 77 when the peer or model is missing)"""
 import os
@@ -47,6 +51,23 @@ def peer_greedy(llm, import_llama_cpp, prompt):
     return toks, out
 
 
+def peer_greedy_nudged(model, ctx, path, ptoks, vocab, import_llama_cpp, ref):
+    """peer_greedy, but every input embedding (prompt and generated) nudged by one ulp; stops at the
+    first token that differs from ref (the unperturbed continuation), since only equality counts."""
+    logits = pc.peer_logits_from_embd(model, ctx, pc.one_ulp_up(pc.token_embeddings(path, ptoks)))
+    out, pos = [], len(ptoks)
+    for _ in range(N_GEN):
+        t = int(logits[-1].argmax())
+        if import_llama_cpp.llama_vocab_is_eog(vocab, t):
+            break
+        out.append(t)
+        if len(out) == N_GEN or out != ref[:len(out)]:
+            break
+        logits = pc.peer_logits_from_embd(model, ctx, pc.one_ulp_up(pc.token_embeddings(path, [t])), pos)
+        pos += 1
+    return out
+
+
 def top2(row):
     i = np.argsort(-row)[:2]
     return f"{i[0]}:{row[i[0]]:.4f} {i[1]}:{row[i[1]]:.4f}"
@@ -60,9 +81,16 @@ def main():
     llm = pc.load_peer(model, n_ctx=256, logits_all=True)
     same = 0
     unexplained = 0
+    floor_same = 0
+    exact_embd = pc.token_embeddings(model, [0]) is not None
+    if exact_embd:
+        lmodel, lctx = pc.load_peer_lowlevel(model, 256)
     for k, prompt in enumerate(PROMPTS):
         ptoks, gen = peer_greedy(llm, llama_cpp, prompt)
         peer_text = llm.detokenize(gen).decode("utf-8", errors="replace")
+        if exact_embd:
+            vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+            floor_same += peer_greedy_nudged(lmodel, lctx, model, ptoks, vocab, llama_cpp, gen) == gen
         r = subprocess.run([binary, "run", "-m", model, "-p", prompt, "-n", str(N_GEN), "--temp", "0",
                             "-t", "2", "-c", "256"], capture_output=True, check=True)
         ours = r.stdout.decode("utf-8", errors="replace")
@@ -95,6 +123,10 @@ def main():
     print(f"{same}/{len(PROMPTS)} greedy continuations identical; "
           f"{len(PROMPTS) - same - unexplained} differences explained by near-ties (< {NEAR_TIE}), "
           f"{unexplained} unexplained")
+    if exact_embd:
+        pc.free_peer_lowlevel(lmodel, lctx)
+        print(f"noise floor: llama.cpp against itself with inputs moved by one ulp: {floor_same}/{len(PROMPTS)} "
+              "identical")
     print("9/10 goal: " + ("met" if same >= 9 else "NOT met"))
     return 0 if same >= 9 or unexplained == 0 else 1
 

@@ -1,10 +1,11 @@
 """Teacher-forced next-token agreement with llama.cpp on the same GGUF file.
 
 Measured noise floor: this small quantized model amplifies tiny numerical differences (int8
-activation rounding flips cascade), so llama.cpp disagrees with itself when only its KV cache type
-changes (f16 vs f32 K/V: ~0.17 mean |logit diff|, ~96-97% argmax agreement). The test therefore
-measures that self-agreement in the same run and passes when flexinfer reaches the 99% goal, or is
-no further from llama.cpp than llama.cpp is from itself (minus one point); it prints which.
+activation rounding flips cascade through 30 layers), so llama.cpp disagrees with ITSELF when its
+input embeddings move by one f32 ulp (~97.5% argmax agreement) or when only its KV cache type
+changes (f16 vs f32 K/V: ~96.7%); docs/numerics.md. The test measures both in the same run and
+passes when flexinfer reaches the 99% goal, or is no further from llama.cpp than llama.cpp is from
+itself (the larger of the two floors, minus one point); it prints which.
 
 For several varied texts (legal prose, code, technical documentation, several languages), both
 engines get the same token ids (tokenized by the peer, so this checks the model, not the
@@ -54,7 +55,10 @@ def main():
     import llama_cpp
     peer32 = llama_cpp.Llama(model_path=model, n_ctx=N_TOKENS, n_batch=512, n_ubatch=512, logits_all=True,
                              n_threads=2, n_threads_batch=2, verbose=False, type_k=0, type_v=0)
-    total = agree = self_agree = 0
+    exact_embd = pc.token_embeddings(model, [0]) is not None
+    if exact_embd:
+        lmodel, lctx = pc.load_peer_lowlevel(model, N_TOKENS)
+    total = agree = self_agree = ulp_agree = 0
     diffs_mean, diff_max = [], 0.0
     for name, text in texts():
         toks = peer.tokenize(text.encode("utf-8"), add_bos=False, special=False)[:N_TOKENS]
@@ -65,6 +69,9 @@ def main():
         peer32.eval(toks)
         ref32 = np.array(peer32.scores[:len(toks)], dtype=np.float32)
         self_agree += int((ref32.argmax(-1) == ref.argmax(-1)).sum())
+        if exact_embd:
+            nudged = pc.peer_logits_from_embd(lmodel, lctx, pc.one_ulp_up(pc.token_embeddings(model, toks)))
+            ulp_agree += int((nudged.argmax(-1) == ref.argmax(-1)).sum())
         got = pc.flexinfer_logits(binary, model, toks)
         assert got.shape == ref.shape, (got.shape, ref.shape)
         a = (got.argmax(-1) == ref.argmax(-1))
@@ -83,6 +90,10 @@ def main():
         return 1
     floor = self_agree / total
     print(f"llama.cpp self-agreement (f16 vs f32 KV cache): {floor * 100:.2f}%")
+    if exact_embd:
+        pc.free_peer_lowlevel(lmodel, lctx)
+        print(f"llama.cpp self-agreement (input embeddings moved by one ulp): {ulp_agree / total * 100:.2f}%")
+        floor = max(floor, ulp_agree / total)
     if rate >= 0.99:
         print("99% goal: met")
         return 0
