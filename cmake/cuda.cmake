@@ -28,3 +28,23 @@ set_target_properties(flexinfer_cuda PROPERTIES POSITION_INDEPENDENT_CODE ON)
 add_executable(fi_cuda_bench ${CMAKE_SOURCE_DIR}/bench/cuda/fi_cuda_bench.c)
 target_include_directories(fi_cuda_bench PRIVATE ${CMAKE_SOURCE_DIR}/src)
 target_link_libraries(fi_cuda_bench PRIVATE flexinfer_cuda)
+
+# Run-time compiled mask/score expressions (src/cuda/nvrtc_*): the kernel headers
+# are embedded as strings at build time and compiled by NVRTC, loaded through the
+# driver API. Only this library links NVRTC.
+set(FI_NVRTC_HEADERS src/cuda/kernel_params.h src/cuda/device_common.cuh
+    src/cuda/flash_fwd_kernel.cuh src/cuda/nvrtc_kernels.cuh)
+set(FI_NVRTC_EMBEDDED ${CMAKE_BINARY_DIR}/generated/nvrtc_embedded.c)
+list(TRANSFORM FI_NVRTC_HEADERS PREPEND ${CMAKE_SOURCE_DIR}/ OUTPUT_VARIABLE FI_NVRTC_HEADER_PATHS)
+add_custom_command(OUTPUT ${FI_NVRTC_EMBEDDED}
+  COMMAND ${CMAKE_COMMAND} -DROOT=${CMAKE_SOURCE_DIR} "-DINPUTS=${FI_NVRTC_HEADERS}"
+          -DOUTPUT=${FI_NVRTC_EMBEDDED} -P ${CMAKE_SOURCE_DIR}/cmake/embed_sources.cmake
+  DEPENDS ${FI_NVRTC_HEADER_PATHS} ${CMAKE_SOURCE_DIR}/cmake/embed_sources.cmake
+  COMMENT "Embedding the kernel headers for NVRTC" VERBATIM)
+target_sources(flexinfer_cuda PRIVATE ${FI_NVRTC_EMBEDDED})
+set_source_files_properties(${FI_NVRTC_EMBEDDED} PROPERTIES COMPILE_OPTIONS "-Wno-overlength-strings")
+list(GET CUDAToolkit_INCLUDE_DIRS 0 FI_CUDA_INCLUDE_DIR)
+target_compile_definitions(flexinfer_cuda PRIVATE "FI_CUDA_INCLUDE_DIR=\"${FI_CUDA_INCLUDE_DIR}\"")
+# The driver API is reached through cudaGetDriverEntryPointByVersion: no libcuda link,
+# so CUDA builds still start (and run their CPU paths) on machines without a driver.
+target_link_libraries(flexinfer_cuda PUBLIC CUDA::nvrtc)

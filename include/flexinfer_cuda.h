@@ -8,7 +8,8 @@
  * Supported on the GPU: head dims 64 and 128; built-in masks (full, causal,
  * window, prefix, chunked, document, generated and & | ! of them); built-in score
  * modifiers (softcap, alibi; up to 4 steps). C callbacks (fi_mask_from_callback,
- * fi_score_mod_from_callback) cannot run on the GPU: FI_ERR_UNSUPPORTED.
+ * fi_score_mod_from_callback) cannot run on the GPU: FI_ERR_UNSUPPORTED; C expressions
+ * compiled at run time (fi_cuda_expr, below) take their place.
  * Queries with q_len == 1 (and no varlen) go to the split-KV decode kernel
  * (num_splits: 0 automatic from the SM count and the work, n forces n); every other
  * problem to the tensor-core prefill kernel. p->threads and p->block_q/block_kv
@@ -47,6 +48,65 @@ int fi_cuda_attn_plan_splits(const fi_cuda_attn_plan *plan);
 
 /* create + run + synchronise + free. */
 fi_status fi_cuda_attn_forward_device(const fi_attn_params *p, fi_error *err);
+
+/* ---- run-time compiled masks and score modifiers (NVRTC) -------------------
+ *
+ * FlexAttention's programmability without a Python compiler: a mask and/or a score
+ * modifier written as C expressions, compiled at run time into the prefill kernel.
+ *
+ *   mask_expr   bool expression over int b, h (sequence, query head), int q, kv
+ *               (logical positions, q includes q_offset; 32-bit, plans refuse
+ *               positions >= 2^31) and the user arrays, e.g.
+ *               "(q - kv) % 3 != 0 && kv <= q" or "doc[q] == doc[kv] && kv <= q".
+ *               It is ANDed with p->mask (the built-in mask language; NULL = full).
+ *   score_expr  float expression over float score (the scaled score after p->score_mod)
+ *               and the same names, e.g. "score + bias[h]", "30.f * tanhf(score / 30.f)".
+ *   arrays      read-only int32/float32 arrays named in the expressions as NAME[i]
+ *               (an index outside [0, len) reads 0) and NAME.n (the length).
+ *
+ * Tiles are classified EMPTY/PARTIAL/FULL on the GPU by evaluating the whole mask
+ * over every element, so EMPTY tiles are skipped and FULL ones run without it.
+ * Expression plans always use the prefill kernel (also for q_len 1). Bad expressions
+ * give FI_ERR_INVALID with the compiler's message. */
+#define FI_CUDA_EXPR_MAX_ARRAYS 8
+
+typedef enum fi_cuda_array_type { FI_CUDA_ARRAY_INT32 = 0, FI_CUDA_ARRAY_FLOAT32 = 1 } fi_cuda_array_type;
+
+typedef struct fi_cuda_expr_array {
+    const char *name;        /* C identifier */
+    fi_cuda_array_type type;
+    int64_t len;
+    const void *data;        /* HOST memory; uploaded once per plan */
+} fi_cuda_expr_array;
+
+typedef struct fi_cuda_expr {
+    const char *mask_expr;  /* NULL or "": no expression mask */
+    const char *score_expr; /* NULL or "": no expression score modifier */
+    int n_arrays;
+    fi_cuda_expr_array arrays[FI_CUDA_EXPR_MAX_ARRAYS];
+} fi_cuda_expr;
+
+/* Compiled kernels by (expressions, array names and types, head dim, element type,
+ * GPU architecture). Owned by the caller; it must outlive the plans that use it and
+ * is not thread-safe (use one per thread). disk_dir (may be NULL) also keeps the
+ * compiled code as files there, reused across processes. */
+typedef struct fi_cuda_kernel_cache fi_cuda_kernel_cache;
+fi_status fi_cuda_kernel_cache_create(const char *disk_dir, fi_cuda_kernel_cache **out, fi_error *err);
+void fi_cuda_kernel_cache_free(fi_cuda_kernel_cache *cache);
+typedef struct fi_cuda_kernel_cache_stats {
+    int64_t compiles;    /* NVRTC compilations */
+    int64_t memory_hits; /* kernels found already loaded */
+    int64_t disk_hits;   /* kernels loaded from disk_dir */
+} fi_cuda_kernel_cache_stats;
+fi_cuda_kernel_cache_stats fi_cuda_kernel_cache_get_stats(const fi_cuda_kernel_cache *cache);
+
+/* Plan / host-pointer forward with expressions. cache NULL: a private cache that
+ * lives as long as the plan (every plan then compiles). x NULL: as without _expr. */
+fi_status fi_cuda_attn_plan_create_expr(const fi_attn_params *p, const fi_cuda_expr *x,
+                                        fi_cuda_kernel_cache *cache, fi_cuda_attn_plan **out,
+                                        fi_error *err);
+fi_status fi_cuda_attn_forward_expr(const fi_attn_params *p, const fi_cuda_expr *x,
+                                    fi_cuda_kernel_cache *cache, fi_error *err);
 
 /* True when a CUDA device is usable; fills err with the reason otherwise. */
 bool fi_cuda_available(fi_error *err);

@@ -20,5 +20,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 if command -v nvcc >/dev/null; then
   echo "== CUDA backend (compile only; run 'ctest -L gpu' on a GPU machine) =="
   cmake -S . -B build-cuda-ci -DCMAKE_BUILD_TYPE=Release -DFI_CUDA=ON >/dev/null
-  cmake --build build-cuda-ci --target flexinfer_cuda test_gpu_attn fi_cuda_bench -j"$jobs" >/dev/null
+  cmake --build build-cuda-ci --target flexinfer_cuda test_gpu_attn test_gpu_expr fi_cuda_bench -j"$jobs" >/dev/null
+  # Its NVRTC checks (compile errors, expression rules) need no GPU; the rest skips.
+  build-cuda-ci/tests/gpu/test_gpu_expr
 fi

@@ -31,10 +31,16 @@ enum { EXIT_RUNTIME = 1, EXIT_BAD_INPUT = 2 };
  * from evenly spaced query rows instead of counted exactly (it only labels figures). */
 #define ATTN_EXACT_DENSITY_PAIRS (INT64_C(1) << 24)
 #define ATTN_DENSITY_SAMPLE_ROWS 256
+/* User arrays of --mask-expr / --score-expr (FI_CUDA_EXPR_MAX_ARRAYS). */
+#define ATTN_MAX_ARRAYS 8
 
 typedef struct attn_opts {
     const char *q_path, *k_path, *v_path, *out_path, *lse_path, *segments_path;
     const char *mask_expr, *score_expr, *device;
+    /* Run-time compiled C expressions (CUDA only). */
+    const char *mask_cexpr, *score_cexpr, *kernel_cache;
+    const char *arrays[ATTN_MAX_ARRAYS]; /* "NAME=FILE.npy" */
+    int n_arrays;
     double scale;
     int64_t q_offset, threads, num_splits, block_q, block_kv;
     bool check;
@@ -45,7 +51,8 @@ static void attn_usage(FILE *f) {
             "usage: flexinfer attn --q Q.npy --k K.npy --v V.npy [--mask EXPR] [--segments S.npy]\n"
             "                      [--score-mod EXPR] [--scale X] [--q-offset N] [--threads N]\n"
             "                      [--out O.npy] [--lse L.npy] [--check] [--num-splits N]\n"
-            "                      [--block-q N --block-kv N] [--device cpu|cuda]\n\n"
+            "                      [--block-q N --block-kv N] [--device cpu|cuda]\n"
+            "                      [--mask-expr C --score-expr C --array NAME=FILE.npy --kernel-cache DIR]\n\n"
             "Runs flash attention on .npy arrays (f32 or f16, little-endian, C order).\n\n"
             "  --q, --k, --v     Q [B, Hq, Lq, D], K and V [B, Hkv, Lk, D]; 3-D [H, L, D] means B = 1;\n"
             "                    Hq must be a multiple of Hkv (GQA); D <= %d\n"
@@ -66,9 +73,18 @@ static void attn_usage(FILE *f) {
             "  --num-splits N    split-KV: 0 automatic (default), 1 never, N forces N\n"
             "  --block-q N, --block-kv N   tile sizes (default: the kernel's)\n"
             "  --device D        cpu (default) or cuda\n"
+            "\nC expressions compiled at run time for the GPU (need --device cuda):\n"
+            "  --mask-expr C     keep (q, kv) when the C expression is true, ANDed with --mask;\n"
+            "                    names: b, h (sequence, query head), q, kv (logical positions) and\n"
+            "                    the arrays, e.g. \"(q - kv) %% 3 != 0 && kv <= q\", \"doc[q] == doc[kv]\"\n"
+            "  --score-expr C    new score from float score (scaled, after --score-mod) and the same\n"
+            "                    names, e.g. \"score + bias[h]\", \"30.f * tanhf(score / 30.f)\"\n"
+            "  --array NAME=FILE int32 or float32 .npy (read flat) named NAME[i] in the expressions;\n"
+            "                    up to %d; an index outside the array reads 0\n"
+            "  --kernel-cache DIR  keep compiled kernels in DIR for later runs\n"
             "\nA one-line summary (shapes, mask, time, GFLOP/s) goes to stderr.\n"
             "Exit codes: 0 success, 1 runtime failure, 2 bad input (nothing is written).\n",
-            FI_ATTN_MAX_DIM);
+            FI_ATTN_MAX_DIM, ATTN_MAX_ARRAYS);
 }
 
 static int bad_input(const char *fmt, ...) FI_PRINTF(1, 2);
@@ -116,7 +132,8 @@ static int parse_args(int argc, char **argv, attn_opts *o) {
     *o = (attn_opts){.device = "cpu"};
     static const char *const valued[] = {"--q", "--k", "--v", "--mask", "--segments", "--score-mod", "--scale",
                                          "--q-offset", "--threads", "--out", "--lse", "--num-splits", "--block-q",
-                                         "--block-kv", "--device"};
+                                         "--block-kv", "--device", "--mask-expr", "--score-expr", "--array",
+                                         "--kernel-cache"};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -146,6 +163,14 @@ static int parse_args(int argc, char **argv, attn_opts *o) {
         else if (!strcmp(a, "--out")) o->out_path = v;
         else if (!strcmp(a, "--lse")) o->lse_path = v;
         else if (!strcmp(a, "--device")) o->device = v;
+        else if (!strcmp(a, "--mask-expr")) o->mask_cexpr = v;
+        else if (!strcmp(a, "--score-expr")) o->score_cexpr = v;
+        else if (!strcmp(a, "--kernel-cache")) o->kernel_cache = v;
+        else if (!strcmp(a, "--array")) {
+            if (o->n_arrays == ATTN_MAX_ARRAYS) return bad_input("at most %d --array options", ATTN_MAX_ARRAYS);
+            if (!strchr(v, '=') || v[0] == '=') return bad_input("--array expects NAME=FILE.npy, got '%s'", v);
+            o->arrays[o->n_arrays++] = v;
+        }
         else if (!strcmp(a, "--scale")) ok = parse_real(a, v, &o->scale);
         else if (!strcmp(a, "--q-offset")) ok = parse_int(a, v, 0, INT64_C(1) << 40, &o->q_offset);
         else if (!strcmp(a, "--threads")) ok = parse_int(a, v, 1, 4096, &o->threads);
@@ -165,6 +190,14 @@ static int parse_args(int argc, char **argv, attn_opts *o) {
     if (!strcmp(o->device, "cuda"))
         return bad_input("flexinfer was built without CUDA (configure with -DFI_CUDA=ON)");
 #endif
+    const bool cexpr = o->mask_cexpr || o->score_cexpr || o->n_arrays || o->kernel_cache;
+    if (cexpr && strcmp(o->device, "cuda") != 0)
+        return bad_input("--mask-expr, --score-expr, --array and --kernel-cache compile C expressions for the GPU "
+                         "and need --device cuda (on the CPU use --mask and --score-mod)");
+    if (cexpr && !o->mask_cexpr && !o->score_cexpr)
+        return bad_input("--array and --kernel-cache need --mask-expr or --score-expr");
+    if (cexpr && o->check)
+        return bad_input("--check cannot evaluate --mask-expr / --score-expr on the CPU reference");
     if (o->out_path && o->lse_path && !strcmp(o->out_path, o->lse_path))
         return bad_input("--out and --lse name the same file '%s'", o->out_path);
     return 0;
@@ -177,6 +210,8 @@ typedef struct attn_inputs {
     int64_t qs[4], ks[4], vs[4]; /* [B, H, L, D] */
     fi_mask *mask;
     fi_score_mod *score;
+    fi_npy_array arrays[ATTN_MAX_ARRAYS];
+    char array_names[ATTN_MAX_ARRAYS][72];
 } attn_inputs;
 
 static void attn_inputs_free(attn_inputs *in) {
@@ -186,6 +221,7 @@ static void attn_inputs_free(attn_inputs *in) {
     fi_npy_free(&in->seg);
     fi_mask_free(in->mask);
     fi_score_mod_free(in->score);
+    for (int i = 0; i < ATTN_MAX_ARRAYS; i++) fi_npy_free(&in->arrays[i]);
 }
 
 static void format_shape(char *buf, size_t n, const int64_t *s, int ndim) {
@@ -261,6 +297,34 @@ static int load_segments(const attn_opts *o, attn_inputs *in, fi_mask_inputs *mi
     mi->segments_batch = s->ndim == 2 ? s->shape[0] : 0;
     return 0;
 }
+
+#ifdef FI_HAVE_CUDA
+/* Loads the --array files (int32 or float32, read flat) into x. */
+static int load_arrays(const attn_opts *o, attn_inputs *in, fi_cuda_expr *x) {
+    char(*names)[72] = in->array_names;
+    for (int i = 0; i < o->n_arrays; i++) {
+        const char *eq = strchr(o->arrays[i], '=');
+        const size_t n = (size_t)(eq - o->arrays[i]);
+        if (n >= sizeof names[i]) return bad_input("--array %s: name too long", o->arrays[i]);
+        memcpy(names[i], o->arrays[i], n);
+        names[i][n] = 0;
+        fi_error err = {0};
+        const fi_status st = fi_npy_read(eq + 1, &in->arrays[i], &err);
+        if (st) {
+            bad_input("--array %s: %s", names[i], err.msg);
+            return exit_code_for(st);
+        }
+        const fi_npy_array *a = &in->arrays[i];
+        if (a->dtype != FI_NPY_I32 && a->dtype != FI_NPY_F32)
+            return bad_input("--array %s: %s holds %s; expressions read int32 or float32", names[i], eq + 1,
+                             fi_npy_dtype_name(a->dtype));
+        x->arrays[i] = (fi_cuda_expr_array){names[i], a->dtype == FI_NPY_I32 ? FI_CUDA_ARRAY_INT32 : FI_CUDA_ARRAY_FLOAT32,
+                                            a->count, a->data};
+    }
+    x->n_arrays = o->n_arrays;
+    return 0;
+}
+#endif
 
 /* ---- running -------------------------------------------------------------------- */
 
@@ -394,9 +458,22 @@ int cmd_attn(int argc, char **argv) {
         .block_kv = (int)o.block_kv,
     };
     const bool on_cuda = !strcmp(o.device, "cuda");
-    const double t0 = now_seconds();
+    double t0 = now_seconds();
 #ifdef FI_HAVE_CUDA
-    st = on_cuda ? fi_cuda_attn_forward(&p, &err) : fi_attn_forward(&p, &err);
+    if (o.mask_cexpr || o.score_cexpr) {
+        fi_cuda_expr x = {.mask_expr = o.mask_cexpr, .score_expr = o.score_cexpr};
+        fi_cuda_kernel_cache *cache = NULL;
+        if ((rc = load_arrays(&o, &in, &x))) goto done;
+        if (o.kernel_cache && (st = fi_cuda_kernel_cache_create(o.kernel_cache, &cache, &err))) {
+            rc = bad_input("--kernel-cache: %s", err.msg);
+            goto done;
+        }
+        t0 = now_seconds(); /* compiling counts: it is part of what a run costs */
+        st = fi_cuda_attn_forward_expr(&p, &x, cache, &err);
+        fi_cuda_kernel_cache_free(cache);
+    } else {
+        st = on_cuda ? fi_cuda_attn_forward(&p, &err) : fi_attn_forward(&p, &err);
+    }
 #else
     st = fi_attn_forward(&p, &err);
 #endif
@@ -408,7 +485,9 @@ int cmd_attn(int argc, char **argv) {
     }
 
     bool exact = true;
+    /* The CPU cannot evaluate --mask-expr: the density (and GFLOP/s) is that of --mask. */
     const double density = mask_density(in.mask, &mi, B, Lq, Lk, &exact);
+    exact = exact && !o.mask_cexpr;
     const double flops = 4.0 * (double)B * (double)Hq * (double)Lq * (double)Lk * (double)D * density;
     char sq[160], sk[160];
     format_shape(sq, sizeof sq, in.q.shape, in.q.ndim);
@@ -420,7 +499,8 @@ int cmd_attn(int argc, char **argv) {
     fprintf(stderr,
             "attn: q %s %s, k/v %s %s, mask %s (density %s%.4f), score-mod %s, q-offset %lld, %s: %.3f ms, %.2f "
             "GFLOP/s\n",
-            sq, fi_npy_dtype_name(in.q.dtype), sk, fi_npy_dtype_name(in.k.dtype), o.mask_expr ? o.mask_expr : "full",
+            sq, fi_npy_dtype_name(in.q.dtype), sk, fi_npy_dtype_name(in.k.dtype),
+            o.mask_cexpr ? "--mask and --mask-expr" : o.mask_expr ? o.mask_expr : "full",
             exact ? "" : "~", density, o.score_expr ? o.score_expr : "none", (long long)o.q_offset, where,
             seconds * 1e3, seconds > 0 ? flops / seconds * 1e-9 : 0.0);
 

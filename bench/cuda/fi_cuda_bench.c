@@ -1,5 +1,7 @@
 /* GPU attention benchmark: the shapes of the CUDA issue, timed with CUDA events
- * (median of repeated runs after warm-up), through the device-pointer plan API.
+ * (median of repeated runs after warm-up; like triton's do_bench, L2 is flushed
+ * before each run unless --no-flush), through the device-pointer plan API.
+ * --splits N forces the decode split count, --only SUBSTRING picks cases.
  * Prints one line per case:
  *   FI <name> <median ms> <TFLOP/s or GB/s> <unit> <mask density> <kernel> <splits>
  * TFLOP/s count only unmasked work: 4 * B * H * Lq * Lk * D * density, where the
@@ -67,7 +69,13 @@ static double mask_density(const fi_mask *m, const fi_mask_inputs *in, int64_t l
     return (double)kept / ((double)lq * (double)lk);
 }
 
-static float time_plan(const fi_cuda_attn_plan *plan, int iters) {
+/* Like triton.testing.do_bench (the PyTorch columns): before every timed run a
+ * 256 MB buffer is cleared, so each run starts with a cold L2 and the GPU is busy
+ * while the host enqueues the run (the launch latency is not timed). flush NULL:
+ * back-to-back runs, each timed from an idle GPU (launch latency included). */
+#define FLUSH_BYTES (256u << 20)
+
+static float time_plan(const fi_cuda_attn_plan *plan, int iters, void *flush) {
     fi_error err = {0};
     cudaEvent_t a, b;
     CHECK_CUDA(cudaEventCreate(&a));
@@ -80,6 +88,7 @@ static float time_plan(const fi_cuda_attn_plan *plan, int iters) {
     CHECK_CUDA(cudaDeviceSynchronize());
     float *ms = malloc((size_t)iters * sizeof *ms);
     for (int i = 0; i < iters; i++) {
+        if (flush) CHECK_CUDA(cudaMemsetAsync(flush, 0, FLUSH_BYTES, 0));
         CHECK_CUDA(cudaEventRecord(a, 0));
         fi_cuda_attn_plan_run(plan, NULL, &err);
         CHECK_CUDA(cudaEventRecord(b, 0));
@@ -94,7 +103,7 @@ static float time_plan(const fi_cuda_attn_plan *plan, int iters) {
     return med;
 }
 
-static void run_prefill(const bench_case *c, int iters) {
+static void run_prefill(const bench_case *c, int iters, void *flush) {
     fi_error err = {0};
     void *q = device_random_bf16(c->b * c->hq * c->lq * c->d);
     void *k = device_random_bf16(c->b * c->hkv * c->lk * c->d);
@@ -123,7 +132,7 @@ static void run_prefill(const bench_case *c, int iters) {
         exit(1);
     }
     const double density = mask_density(m, &in, c->lq, c->lk);
-    const float ms = time_plan(plan, iters);
+    const float ms = time_plan(plan, iters, flush);
     const double flops = 4.0 * c->b * c->hq * c->lq * c->lk * c->d * density;
     printf("FI %s %.4f %.1f TFLOP/s %.4f %s %d\n", c->name, ms, flops / (ms * 1e-3) / 1e12, density,
            fi_cuda_attn_plan_kernel(plan), fi_cuda_attn_plan_splits(plan));
@@ -135,7 +144,7 @@ static void run_prefill(const bench_case *c, int iters) {
 }
 
 /* Decode over a paged cache (page size 16, pages shuffled in the pool). */
-static void run_decode(const bench_case *c, int iters) {
+static void run_decode(const bench_case *c, int iters, int splits, void *flush) {
     fi_error err = {0};
     const int64_t page = 16, max_pages = (c->lk + page - 1) / page, n_pages = c->b * max_pages;
     void *kp = device_random_bf16(n_pages * c->hkv * page * c->d);
@@ -156,13 +165,13 @@ static void run_decode(const bench_case *c, int iters) {
                       .page_size = page, .heads = c->hkv, .dim = c->d, .page_table = table,
                       .max_pages_per_seq = max_pages, .seq_lens = lens};
     fi_attn_params p = {.q = fi_attn_tensor_contiguous(q, FI_DTYPE_BF16, c->b, c->hq, 1, c->d),
-                        .paged_kv = &pk, .out = out};
+                        .paged_kv = &pk, .out = out, .num_splits = splits};
     fi_cuda_attn_plan *plan;
     if (fi_cuda_attn_plan_create(&p, &plan, &err)) {
         fprintf(stderr, "%s: %s\n", c->name, err.msg);
         exit(1);
     }
-    const float ms = time_plan(plan, iters);
+    const float ms = time_plan(plan, iters, flush);
     const double bytes = 2.0 * c->b * c->hkv * c->lk * c->d * 2;
     printf("FI %s %.4f %.1f GB/s 1.0000 %s %d\n", c->name, ms, bytes / (ms * 1e-3) / 1e9,
            fi_cuda_attn_plan_kernel(plan), fi_cuda_attn_plan_splits(plan));
@@ -188,13 +197,16 @@ static const bench_case cases[] = {
 };
 
 int main(int argc, char **argv) {
-    int iters = 20;
+    int iters = 20, splits = 0, flush_l2 = 1;
     const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        else if (!strcmp(argv[i], "--splits") && i + 1 < argc) splits = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-flush")) flush_l2 = 0;
         else {
-            fprintf(stderr, "usage: %s [--iters N] [--only SUBSTRING]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--iters N] [--only SUBSTRING] [--splits N (decode; 0 automatic)] [--no-flush]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -206,11 +218,15 @@ int main(int argc, char **argv) {
     }
     struct cudaDeviceProp prop;
     CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-    printf("# device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+    printf("# device: %s, %d SMs; %s\n", prop.name, prop.multiProcessorCount,
+           flush_l2 ? "L2 flushed before each timed run" : "back-to-back runs, no L2 flush");
+    void *flush = NULL;
+    if (flush_l2) CHECK_CUDA(cudaMalloc(&flush, FLUSH_BYTES));
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         if (only && !strstr(cases[i].name, only)) continue;
-        if (cases[i].docs < 0) run_decode(&cases[i], iters);
-        else run_prefill(&cases[i], iters);
+        if (cases[i].docs < 0) run_decode(&cases[i], iters, splits, flush);
+        else run_prefill(&cases[i], iters, flush);
     }
+    cudaFree(flush);
     return 0;
 }

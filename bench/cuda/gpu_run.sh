@@ -28,7 +28,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv 
 for step in $STEPS; do case $step in
 build)
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DFI_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >"$OUT/build.log" 2>&1
-  for t in flexinfer_cuda test_gpu_attn fi_cuda_bench flexinfer_cli; do
+  for t in flexinfer_cuda fi_cuda_bench flexinfer_cli $(cd tests/gpu && ls test_*.c | sed 's/\.c$//'); do
     cmake --build "$BUILD" --target $t -j16 >>"$OUT/build.log" 2>&1 || echo "BUILD FAILED: $t (see build.log)"
   done
   grep -E "error|spill|warning" "$OUT/build.log" | head -20

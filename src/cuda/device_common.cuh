@@ -104,6 +104,17 @@ __device__ __forceinline__ bool fi_dev_mask_keep(const fi_cuda_attn_kparams &p, 
     return stack & 1u;
 }
 
+/* Hooks for run-time compiled expressions: the NVRTC build of the kernels
+ * (nvrtc_program.cu) defines these before including this header; the nvcc-built
+ * kernels keep the identities, so they are unchanged. FI_DEV_USER_MASK is ANDed
+ * with the mask program; FI_DEV_USER_SCORE runs after the built-in modifiers. */
+#ifndef FI_DEV_USER_MASK
+#define FI_DEV_USER_MASK(p, b, h, q, kv) true
+#endif
+#ifndef FI_DEV_USER_SCORE
+#define FI_DEV_USER_SCORE(p, s, b, h, q, kv) (s)
+#endif
+
 /* Applies the score modifiers to a scaled score. */
 __device__ __forceinline__ float fi_dev_score_mod(const fi_cuda_attn_kparams &p, float s, int h,
                                                   int64_t q, int64_t kv) {

@@ -20,6 +20,7 @@ extern "C" {
 }
 
 #include "cuda/launch.h"
+#include "cuda/nvrtc_program.h"
 
 #define FI_CUDA_MAX_ALLOCS 16
 
@@ -29,6 +30,7 @@ struct fi_cuda_attn_plan {
     int dim;
     void *allocs[FI_CUDA_MAX_ALLOCS];
     int n_allocs;
+    fi_nvrtc_plan *expr; /* run-time compiled expressions, or NULL */
 };
 
 static fi_status cuda_fail(fi_error *err, cudaError_t e, const char *what) {
@@ -103,6 +105,9 @@ static fi_status flatten_mask(const fi_mask *m, fi_cuda_attn_kparams *kp, fi_err
     return FI_OK;
 }
 
+static fi_status forward_device_expr(const fi_attn_params *p, const fi_cuda_expr *x, fi_cuda_kernel_cache *cache,
+                                     fi_error *err);
+
 static bool aligned16(const void *ptr) { return ((uintptr_t)ptr & 15u) == 0; }
 
 static fi_status check_view(const fi_attn_tensor *t, const char *name, fi_error *err) {
@@ -137,7 +142,8 @@ static int auto_splits(int64_t ctas, int64_t n_kv_blocks, int per_sm) {
     return 1;
 }
 
-static fi_status plan_build(const fi_attn_params *p, fi_cuda_attn_plan *pl, fi_error *err) {
+static fi_status plan_build(const fi_attn_params *p, const fi_cuda_expr *x, fi_cuda_kernel_cache *cache,
+                            fi_cuda_attn_plan *pl, fi_error *err) {
     fi_attn_problem pr;
     fi_status st = fi_attn_problem_init(&pr, p, err);
     if (st) return st;
@@ -211,6 +217,10 @@ static fi_status plan_build(const fi_attn_params *p, fi_cuda_attn_plan *pl, fi_e
         }
     }
     pl->transform = kp->n_steps > 0 || !(pr.scale > 0.f);
+    if (x) { /* expressions: compiled prefill kernel (mask classified on the GPU below) */
+        if (x->score_expr && *x->score_expr) pl->transform = true;
+        if ((st = fi_nvrtc_plan_create(x, cache, dim, pl->bf16, pl->transform, kp, &pl->expr, err))) return st;
+    }
 
     /* Index arrays. */
     void *d;
@@ -242,9 +252,13 @@ static fi_status plan_build(const fi_attn_params *p, fi_cuda_attn_plan *pl, fi_e
     }
 
     /* Block mask for the kernel's tiles. */
-    pl->decode = !pr.varlen && p->q.len == 1;
+    pl->decode = !pl->expr && !pr.varlen && p->q.len == 1;
     const int32_t bq = FI_CUDA_FLASH_BLOCK_Q;
     const int32_t bkv = pl->decode ? FI_CUDA_DECODE_BLOCK_KV : fi_cuda_flash_block_kv(dim);
+    if (fi_nvrtc_plan_has_mask(pl->expr)) {
+        kp->num_splits = 1;
+        return fi_nvrtc_plan_block_mask(pl->expr, kp, max_q, max_kv, bq, bkv, err);
+    }
     const fi_block_mask *bm = p->block_mask;
     fi_block_mask *own_bm = NULL;
     fi_mask *full = NULL;
@@ -281,9 +295,10 @@ static fi_status plan_build(const fi_attn_params *p, fi_cuda_attn_plan *pl, fi_e
         kp->heads_per_cta = 8;
         while (kp->group % kp->heads_per_cta) kp->heads_per_cta >>= 1;
         const int64_t ctas = pr.n_batch * pr.hkv * (pr.group / kp->heads_per_cta);
+        /* Also raises the decode kernel's shared-memory limit, once per plan rather than per run. */
+        const int per_sm = fi_cuda_decode_ctas_per_sm(dim, pl->bf16, kp->heads_per_cta);
         kp->num_splits = p->num_splits > 0 ? p->num_splits
-                                            : auto_splits(ctas, bm->n_kv_blocks ? bm->n_kv_blocks : 1,
-                                                          fi_cuda_decode_ctas_per_sm(dim, pl->bf16, kp->heads_per_cta));
+                                            : auto_splits(ctas, bm->n_kv_blocks ? bm->n_kv_blocks : 1, per_sm);
         if (kp->num_splits > 65535) kp->num_splits = 65535;
         if (kp->num_splits > 1) {
             const size_t n = (size_t)kp->num_splits * (size_t)(pr.n_batch * pr.hq);
@@ -301,18 +316,25 @@ static fi_status plan_build(const fi_attn_params *p, fi_cuda_attn_plan *pl, fi_e
 extern "C" void fi_cuda_attn_plan_free(fi_cuda_attn_plan *pl) {
     if (!pl) return;
     for (int i = 0; i < pl->n_allocs; i++) cudaFree(pl->allocs[i]);
+    fi_nvrtc_plan_free(pl->expr);
     free(pl);
 }
 
 extern "C" fi_status fi_cuda_attn_plan_create(const fi_attn_params *p, fi_cuda_attn_plan **out,
                                               fi_error *err) {
+    return fi_cuda_attn_plan_create_expr(p, NULL, NULL, out, err);
+}
+
+extern "C" fi_status fi_cuda_attn_plan_create_expr(const fi_attn_params *p, const fi_cuda_expr *x,
+                                                   fi_cuda_kernel_cache *cache, fi_cuda_attn_plan **out,
+                                                   fi_error *err) {
     if (!out) return fi_error_set(err, FI_ERR_INVALID, "CUDA plan: no output pointer");
     *out = NULL;
     if (!p) return fi_error_set(err, FI_ERR_INVALID, "CUDA plan: no parameters");
     if (!fi_cuda_available(err)) return err ? err->code : FI_ERR_UNSUPPORTED;
     fi_cuda_attn_plan *pl = (fi_cuda_attn_plan *)calloc(1, sizeof *pl);
     if (!pl) return fi_error_set(err, FI_ERR_NOMEM, "CUDA plan: out of memory");
-    fi_status st = plan_build(p, pl, err);
+    fi_status st = plan_build(p, x, cache, pl, err);
     if (st) {
         fi_cuda_attn_plan_free(pl);
         return st;
@@ -324,6 +346,7 @@ extern "C" fi_status fi_cuda_attn_plan_create(const fi_attn_params *p, fi_cuda_a
 extern "C" fi_status fi_cuda_attn_plan_run(const fi_cuda_attn_plan *pl, void *stream, fi_error *err) {
     if (!pl) return fi_error_set(err, FI_ERR_INVALID, "CUDA plan: NULL plan");
     cudaStream_t s = (cudaStream_t)stream;
+    if (pl->expr) return fi_nvrtc_plan_launch(pl->expr, &pl->kp, s, err);
     cudaError_t e = pl->decode ? fi_cuda_launch_decode(pl->kp, pl->dim, pl->bf16, s)
                                : fi_cuda_launch_flash(pl->kp, pl->dim, pl->bf16, pl->transform, s);
     if (e != cudaSuccess) return cuda_fail(err, e, pl->decode ? "decode kernel launch" : "prefill kernel launch");
@@ -337,8 +360,13 @@ extern "C" const char *fi_cuda_attn_plan_kernel(const fi_cuda_attn_plan *pl) {
 extern "C" int fi_cuda_attn_plan_splits(const fi_cuda_attn_plan *pl) { return pl ? pl->kp.num_splits : 0; }
 
 extern "C" fi_status fi_cuda_attn_forward_device(const fi_attn_params *p, fi_error *err) {
+    return forward_device_expr(p, NULL, NULL, err);
+}
+
+static fi_status forward_device_expr(const fi_attn_params *p, const fi_cuda_expr *x, fi_cuda_kernel_cache *cache,
+                                     fi_error *err) {
     fi_cuda_attn_plan *pl;
-    fi_status st = fi_cuda_attn_plan_create(p, &pl, err);
+    fi_status st = fi_cuda_attn_plan_create_expr(p, x, cache, &pl, err);
     if (st) return st;
     st = fi_cuda_attn_plan_run(pl, NULL, err);
     if (!st) {
@@ -408,6 +436,11 @@ static fi_status upload_view(fi_attn_tensor *view, fi_dtype to, host_upload *u, 
 }
 
 extern "C" fi_status fi_cuda_attn_forward(const fi_attn_params *p, fi_error *err) {
+    return fi_cuda_attn_forward_expr(p, NULL, NULL, err);
+}
+
+extern "C" fi_status fi_cuda_attn_forward_expr(const fi_attn_params *p, const fi_cuda_expr *x,
+                                               fi_cuda_kernel_cache *cache, fi_error *err) {
     if (!p) return fi_error_set(err, FI_ERR_INVALID, "attention: no parameters");
     fi_attn_problem pr;
     fi_status st = fi_attn_problem_init(&pr, p, err);
@@ -468,7 +501,7 @@ extern "C" fi_status fi_cuda_attn_forward(const fi_attn_params *p, fi_error *err
     }
     dp.out = d_out;
     dp.lse = d_lse;
-    if (out_rows > 0 && (st = fi_cuda_attn_forward_device(&dp, err))) goto done;
+    if (out_rows > 0 && (st = forward_device_expr(&dp, x, cache, err))) goto done;
     if (out_rows > 0 &&
         ((e = cudaMemcpy(p->out, d_out, (size_t)out_rows * (size_t)pr.dim * 4, cudaMemcpyDeviceToHost)) != cudaSuccess ||
          (p->lse && (e = cudaMemcpy(p->lse, d_lse, (size_t)out_rows * 4, cudaMemcpyDeviceToHost)) != cudaSuccess))) {

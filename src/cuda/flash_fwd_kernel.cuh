@@ -187,7 +187,8 @@ __global__ void __launch_bounds__(FI_FLASH_WARPS * 32, 2)
                 bool keep = kv < kv_len;
                 if (partial && keep) {
                     const int64_t qpos = p.q_offset + row;
-                    keep = row < q_len && fi_dev_mask_keep(p, seg, seg ? seg[qpos] : 0, qpos, kv);
+                    keep = row < q_len && fi_dev_mask_keep(p, seg, seg ? seg[qpos] : 0, qpos, kv) &&
+                           FI_DEV_USER_MASK(p, b, h, qpos, kv);
                 }
                 keep_bits |= (uint64_t)keep << idx;
             }
@@ -201,7 +202,9 @@ __global__ void __launch_bounds__(FI_FLASH_WARPS * 32, 2)
                         float x = s[mt][nt][e];
                         if (kTransform) {
                             const int64_t kv = kv0 + nt * 8 + (lane & 3) * 2 + (e & 1);
-                            x = fi_dev_score_mod(p, x * p.scale, h, p.q_offset + rows[mt][e >> 1], kv) * FI_LOG2E;
+                            const int64_t qpos = p.q_offset + rows[mt][e >> 1];
+                            x = fi_dev_score_mod(p, x * p.scale, h, qpos, kv);
+                            x = FI_DEV_USER_SCORE(p, x, b, h, qpos, kv) * FI_LOG2E;
                         }
                         s[mt][nt][e] = (keep_bits >> idx) & 1 ? x : -INFINITY;
                     }

@@ -8,6 +8,7 @@
 
 #define FI_CUDA_MAX_MASK_OPS 32
 #define FI_CUDA_MAX_SCORE_STEPS 4
+#define FI_CUDA_MAX_USER_ARRAYS 8 /* arrays that run-time compiled expressions may read */
 
 /* Postfix mask program: leaves push a bool, AND/OR pop two and push one, NOT
  * flips the top. Evaluated only in PARTIAL blocks and in decode PARTIAL blocks. */
@@ -78,6 +79,11 @@ typedef struct fi_cuda_attn_kparams {
     int32_t heads_per_cta; /* decode: query heads of one KV head handled by one CTA */
     float *ws_o;           /* [splits, B, Hq, D] */
     float *ws_lse;         /* [splits, B, Hq] */
+
+    /* User arrays of run-time compiled mask/score expressions (nvrtc_program.cu):
+     * device data and element counts; unused by the nvcc-built kernels. */
+    const void *user_data[FI_CUDA_MAX_USER_ARRAYS];
+    int64_t user_len[FI_CUDA_MAX_USER_ARRAYS];
 } fi_cuda_attn_kparams;
 
 #endif

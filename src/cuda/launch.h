@@ -27,7 +27,8 @@ cudaError_t fi_cuda_launch_flash_f16(const fi_cuda_attn_kparams &p, int dim, boo
 cudaError_t fi_cuda_launch_decode(const fi_cuda_attn_kparams &p, int dim, bool bf16,
                                   cudaStream_t stream);
 
-/* Resident decode CTAs per SM (for the split heuristic). */
+/* Resident decode CTAs per SM (for the split heuristic). Also raises the decode
+ * kernel's dynamic shared-memory limit: call it before the first decode launch. */
 int fi_cuda_decode_ctas_per_sm(int dim, bool bf16, int heads_per_cta);
 
 #endif

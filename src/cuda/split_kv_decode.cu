@@ -1,81 +1,94 @@
 /* Split-KV decoding (one query row per sequence) over dense or paged K/V.
  *
- * Decode is bound by reading K and V once, so the kernel is built for memory
- * throughput rather than tensor cores: one CTA handles one (sequence, KV head,
- * split) and the `heads_per_cta` query heads that share that KV head (GQA without
- * copies: each K/V row is read once for all of them). Each key row is read by
- * D/8 lanes with 16-byte loads; several rows per lane are in flight before their
- * first use. Every (warp, row slot) keeps its own online-softmax state; the slots
- * are merged through shared memory, and the splits by fi_decode_combine_kernel
- * from their (O, LSE) pairs: an empty split has LSE = -inf and weight 0.
+ * Decode is bound by reading K and V once, so everything here serves memory
+ * throughput: one CTA handles one (sequence, KV head, split) and the
+ * `heads_per_cta` query heads that share that KV head (GQA without copies: each
+ * K/V row is read once for all of them).
+ *
+ * Each warp runs its own pipeline, with no CTA barrier until the end: it copies
+ * tiles of 16 key rows of K and V into its own shared-memory ring with cp.async
+ * (whole rows per instruction, FI_DECODE_STAGES tiles in the ring, the page-table
+ * lookup of the next tile issued a tile ahead), and computes a tile with tensor cores: the
+ * query heads are the rows of an m16n8k16 MMA (padded to 16 with zero rows; the
+ * tensor cores have far more throughput than decode needs, and this removes the
+ * per-key shuffle reductions and the f32 unpacking of a CUDA-core loop). S = Q·Kᵀ
+ * and O += P·V stay in registers in the MMA layouts, as in the prefill kernel.
+ * Warps take the 16-key quarters of each 64-key block of the split; their
+ * online-softmax states are merged through shared memory, and the splits by
+ * fi_decode_combine_kernel from their (O, LSE) pairs: an empty split has
+ * LSE = -inf and weight 0.
  *
  * The key range of a split is a slice of the block-mask lists (PARTIAL then FULL),
- * so EMPTY key blocks are never read; PARTIAL blocks evaluate the mask program. */
+ * so EMPTY key blocks are never read; PARTIAL blocks evaluate the mask program
+ * once per key (one lane per key, shared through a ballot). */
 #include "cuda/launch.h"
 #include "cuda/device_common.cuh"
 
 #define FI_DECODE_WARPS 4
+#define FI_DECODE_TILE 16  /* key rows per warp tile (one MMA k-step of P·V) */
+#ifndef FI_DECODE_PDL
+#define FI_DECODE_PDL 1 /* launch the combine kernel as a programmatic dependent (sm_90) */
+#endif
+#ifndef FI_DECODE_MIN_CTAS
+#define FI_DECODE_MIN_CTAS 2 /* resident CTAs per SM the register budget must allow */
+#endif
+#ifndef FI_DECODE_STAGES
+#define FI_DECODE_STAGES 3 /* tiles per warp in the ring: two in flight while one is computed */
+#endif
 
-__device__ __forceinline__ void fi_unpack8(const uint4 &u, float *x, bool bf16) {
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        const float2 v = bf16 ? fi_mma<__nv_bfloat16>::unpack(w[i]) : fi_mma<__half>::unpack(w[i]);
-        x[2 * i] = v.x;
-        x[2 * i + 1] = v.y;
-    }
+static_assert(FI_DECODE_WARPS * FI_DECODE_TILE == FI_CUDA_DECODE_BLOCK_KV,
+              "the warps of a CTA cover one key block");
+
+/* Shared memory of one CTA: every warp's ring of K and V tiles. */
+static constexpr size_t fi_decode_smem_bytes(int dim) {
+    return (size_t)FI_DECODE_WARPS * FI_DECODE_STAGES * 2 * FI_DECODE_TILE * (size_t)dim * 2;
 }
 
-/* K and V row pointers of key j with one page-table lookup and 32-bit index
- * arithmetic (64-bit division per row would dominate this memory-bound loop). */
-template <typename T, int D>
-__device__ __forceinline__ void fi_decode_rows(const fi_cuda_attn_kparams &p, int b, int hk, int32_t j,
-                                               const T *&kp, const T *&vp) {
-    if (p.paged) {
-        const int32_t ps = (int32_t)p.page_size;
-        const int32_t page = __ldg(p.page_table + (int64_t)b * p.max_pages + j / ps);
-        const int64_t off = (((int64_t)page * p.hkv + hk) * ps + j % ps) * D;
-        kp = reinterpret_cast<const T *>(p.k_pages) + off;
-        vp = reinterpret_cast<const T *>(p.v_pages) + off;
-    } else {
-        kp = fi_dev_kv_row<T>(p, false, b, hk, j, D);
-        vp = fi_dev_kv_row<T>(p, true, b, hk, j, D);
-    }
+/* Byte offset of 16-byte chunk c of row r in a tile of rows of D 16-bit values:
+ * chunks are XOR-swizzled by the row so that ldmatrix's eight rows hit eight
+ * different bank groups. */
+template <int D>
+__device__ __forceinline__ uint32_t fi_decode_swz(int r, int c) {
+    return (uint32_t)(r * D * 2 + ((c ^ (r & 7)) << 4));
 }
 
-template <int D, int GC, typename T>
-__global__ void __launch_bounds__(FI_DECODE_WARPS * 32)
+template <int D, typename T>
+__global__ void __launch_bounds__(FI_DECODE_WARPS * 32, FI_DECODE_MIN_CTAS)
     fi_decode_kernel(const __grid_constant__ fi_cuda_attn_kparams p) {
-    constexpr int LPR = D / 8;                /* lanes per key row */
-    constexpr int RPW = 32 / LPR;             /* rows per warp step */
-    constexpr int SLOTS = FI_DECODE_WARPS * RPW;
-    constexpr int BK = FI_CUDA_DECODE_BLOCK_KV;
-    constexpr int U = BK / SLOTS;             /* keys per slot per block */
-    constexpr int US = GC >= 8 ? 2 : 4; /* keys per slot per step (two steps in flight) */
-    constexpr bool kBf16 = fi_is_bf16<T>::value;
-    static_assert(U % US == 0, "key block must split evenly");
+    constexpr int BK = FI_CUDA_DECODE_BLOCK_KV, TILE = FI_DECODE_TILE, NS = FI_DECODE_STAGES;
+    constexpr int KSTEPS = D / 16;                      /* MMA k-steps of Q·Kᵀ, pairs of dim tiles of P·V */
+    constexpr uint32_t TILE_BYTES = TILE * D * 2;       /* one tensor's tile */
+    extern __shared__ __align__(128) unsigned char fi_decode_smem[];
 
     const int split = blockIdx.x, b = blockIdx.z;
-    const int chunks = p.group / GC;
-    const int hk = blockIdx.y / chunks, h0 = hk * p.group + (blockIdx.y % chunks) * GC;
+    const int gc = p.heads_per_cta, chunks = p.group / gc;
+    const int hk = blockIdx.y / chunks, h0 = hk * p.group + (blockIdx.y % chunks) * gc;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int slot = warp * RPW + lane / LPR, dl = lane % LPR;
-    const int64_t kv_len = fi_dev_kv_len(p, b);
+    const int32_t kv_len = (int32_t)fi_dev_kv_len(p, b);
     const int64_t qpos = p.q_offset;
     const bool transform = p.n_steps > 0;
 
-    /* Queries, pre-scaled: base-2 logits come straight out of the dot product
-     * unless score modifiers need the natural-scale score first. */
-    float qf[GC][8];
+    /* Q as the MMA's A operand: row = query head (rows >= gc are zero), k = dim. */
+    const int qr = lane >> 2, qc = (lane & 3) * 2;
+    uint32_t qa[KSTEPS][4];
+    {
+        const uint32_t *q0 = qr < gc ? reinterpret_cast<const uint32_t *>(
+                                           reinterpret_cast<const T *>(p.q) + fi_dev_q_offset(p, b, h0 + qr, 0))
+                                     : nullptr;
+        const uint32_t *q1 = qr + 8 < gc ? reinterpret_cast<const uint32_t *>(
+                                               reinterpret_cast<const T *>(p.q) + fi_dev_q_offset(p, b, h0 + qr + 8, 0))
+                                         : nullptr;
 #pragma unroll
-    for (int g = 0; g < GC; g++) {
-        const T *qrow = reinterpret_cast<const T *>(p.q) + fi_dev_q_offset(p, b, h0 + g, 0) + dl * 8;
-        fi_unpack8(*reinterpret_cast<const uint4 *>(qrow), qf[g], kBf16);
-        const float sc = transform ? p.scale : p.scale_log2;
-#pragma unroll
-        for (int e = 0; e < 8; e++) qf[g][e] *= sc;
+        for (int ks = 0; ks < KSTEPS; ks++) {
+            const int w = (ks * 16 + qc) / 2;
+            qa[ks][0] = q0 ? q0[w] : 0u;
+            qa[ks][1] = q1 ? q1[w] : 0u;
+            qa[ks][2] = q0 ? q0[w + 4] : 0u;
+            qa[ks][3] = q1 ? q1[w + 4] : 0u;
+        }
     }
 
+    /* This split's slice of the block lists, without blocks past the sequence. */
     const int64_t bm_row = fi_dev_bm_row(p, b, h0, 0);
     const int32_t *part = p.kv_idx + bm_row * p.n_kv_blocks;
     const int32_t *full = p.full_idx + bm_row * p.n_kv_blocks;
@@ -83,135 +96,213 @@ __global__ void __launch_bounds__(FI_DECODE_WARPS * 32)
     while (n_part > 0 && (int64_t)part[n_part - 1] * BK >= kv_len) n_part--;
     while (n_full > 0 && (int64_t)full[n_full - 1] * BK >= kv_len) n_full--;
     const int64_t n_entries = n_part + n_full;
-    const int64_t e0 = n_entries * split / p.num_splits, e1 = n_entries * (split + 1) / p.num_splits;
+    const int e0 = (int)(n_entries * split / p.num_splits);
+    const int n_tiles = (int)(n_entries * (split + 1) / p.num_splits) - e0;
+    auto block_of = [&](int i) -> int32_t {
+        const int e = e0 + i;
+        return e < n_part ? __ldg(part + e) : __ldg(full + (e - n_part));
+    };
 
     const int32_t *seg = p.segments ? fi_dev_segments(p, b) : nullptr;
     const int32_t seg_q = seg ? seg[qpos] : 0;
 
-    float m_run[GC], l_run[GC], acc[GC][8];
-#pragma unroll
-    for (int g = 0; g < GC; g++) {
-        m_run[g] = -INFINITY;
-        l_run[g] = 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; e++) acc[g][e] = 0.f;
-    }
-
-    /* Steps of US rows per slot, flattened over the split's key blocks; the loads
-     * of step t + 1 are issued before step t is computed, so each lane always has
-     * a step of K/V rows in flight while it does the math. */
-    constexpr int SPB = U / US; /* steps per key block */
-    const int64_t n_steps = (e1 - e0) * SPB;
-    auto step_rows = [&](int64_t t, int64_t *js) {
-        const int64_t e = e0 + t / SPB;
-        const int64_t kv0 = (int64_t)(e < n_part ? part[e] : full[e - n_part]) * BK;
-        const int u0 = (int)(t % SPB) * US;
-#pragma unroll
-        for (int u = 0; u < US; u++) js[u] = kv0 + (int64_t)(u0 + u) * SLOTS + slot;
+    /* Copies. Lane r < 16 (and r + 16) resolves row r of a tile: its key and, for a
+     * paged cache, its page, loaded a tile ahead so that the lookup's latency hides
+     * behind the math. */
+    const T *kbase = reinterpret_cast<const T *>(p.paged ? p.k_pages : p.k);
+    const T *vbase = reinterpret_cast<const T *>(p.paged ? p.v_pages : p.v);
+    const uint32_t ring = fi_smem_addr(fi_decode_smem) + (uint32_t)warp * NS * 2 * TILE_BYTES;
+    int32_t nx_key = 0, nx_page = 0;
+    auto lookup = [&](int i) {
+        nx_key = block_of(i) * BK + warp * TILE + (lane & 15);
+        if (p.paged && nx_key < kv_len)
+            nx_page = __ldg(p.page_table + (int64_t)b * p.max_pages + nx_key / (int32_t)p.page_size);
     };
-    auto issue = [&](const int64_t *js, uint4 *kr, uint4 *vr) {
-#pragma unroll
-        for (int u = 0; u < US; u++) {
-            if (js[u] < kv_len) {
-                const T *kp, *vp;
-                fi_decode_rows<T, D>(p, b, hk, (int32_t)js[u], kp, vp);
-                kr[u] = __ldg(reinterpret_cast<const uint4 *>(kp + dl * 8));
-                vr[u] = __ldg(reinterpret_cast<const uint4 *>(vp + dl * 8));
+    /* cp.async: each instruction of the warp moves whole rows (D/8 lanes per row,
+     * 512 contiguous bytes at D = 128), so the memory system sees full 128-byte
+     * lines; the rows' offsets are shared by shuffles. (One bulk copy per row
+     * through the copy engine, with mbarriers, measured 3-5% slower.) */
+    constexpr int LPR = D / 8, RPI = 32 / LPR, CPL = D / 16; /* lanes per row, rows and copies per instruction */
+    auto issue = [&](int stage) {
+        const int32_t j = nx_key;
+        long long koff = -1, voff = -1; /* element offsets of row lane & 15; -1: past the end */
+        if (j < kv_len) {
+            if (p.paged) {
+                const int32_t ps = (int32_t)p.page_size;
+                koff = voff = (((long long)nx_page * p.hkv + hk) * ps + j % ps) * D;
             } else {
-                kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+                koff = b * p.k_sb + hk * p.k_sh + (long long)j * p.k_sl;
+                voff = b * p.v_sb + hk * p.v_sh + (long long)j * p.v_sl;
             }
+        }
+        const uint32_t kd = ring + (uint32_t)stage * 2 * TILE_BYTES, vd = kd + TILE_BYTES;
+        const int chunk = lane % LPR;
+#pragma unroll
+        for (int c = 0; c < CPL; c++) {
+            const int row = c * RPI + lane / LPR;
+            const long long ko = __shfl_sync(0xffffffffu, koff, row);
+            const long long vo = p.paged ? ko : __shfl_sync(0xffffffffu, voff, row);
+            const bool ok = ko >= 0;
+            const uint32_t o = fi_decode_swz<D>(row, chunk);
+            fi_cp_async16(kd + o, ok ? kbase + ko + chunk * 8 : kbase, ok ? 16 : 0);
+            fi_cp_async16(vd + o, ok ? vbase + vo + chunk * 8 : vbase, ok ? 16 : 0);
         }
     };
-    uint4 kr[US], vr[US];
-    int64_t js[US];
-    if (n_steps > 0) {
-        step_rows(0, js);
-        issue(js, kr, vr);
+
+    float o_acc[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++) o_acc[n][0] = o_acc[n][1] = o_acc[n][2] = o_acc[n][3] = 0.f;
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f}; /* rows qr, qr + 8 */
+
+    /* ldmatrix lane roles: matrix mi = lane / 8, row mr = lane % 8 within it. */
+    const int mi = lane >> 3, mr = lane & 7;
+
+    if (n_tiles > 0) lookup(0);
+#pragma unroll
+    for (int i = 0; i < NS - 1; i++) {
+        if (i < n_tiles) {
+            issue(i);
+            if (i + 1 < n_tiles) lookup(i + 1);
+        }
+        fi_cp_async_commit();
     }
-    for (int64_t t = 0; t < n_steps; t++) {
-        const bool partial = e0 + t / SPB < n_part;
-        uint4 kn[US], vn[US];
-        int64_t jn[US];
-        if (t + 1 < n_steps) {
-            step_rows(t + 1, jn);
-            issue(jn, kn, vn);
-        }
+    for (int t = 0; t < n_tiles; t++) {
         {
-            float s[GC][US];
-#pragma unroll
-            for (int u = 0; u < US; u++) {
-                float k8[8];
-                fi_unpack8(kr[u], k8, kBf16);
-#pragma unroll
-                for (int g = 0; g < GC; g++) {
-                    float d = 0.f;
-#pragma unroll
-                    for (int c = 0; c < 8; c++) d = fmaf(qf[g][c], k8[c], d);
-#pragma unroll
-                    for (int off = LPR / 2; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
-                    s[g][u] = d;
-                }
-                bool keep = js[u] < kv_len;
-                if (partial && keep) keep = fi_dev_mask_keep(p, seg, seg_q, qpos, js[u]);
-#pragma unroll
-                for (int g = 0; g < GC; g++) {
-                    float x = s[g][u];
-                    if (transform) x = fi_dev_score_mod(p, x, h0 + g, qpos, js[u]) * FI_LOG2E;
-                    s[g][u] = keep ? x : -INFINITY;
-                }
+            const int i = t + NS - 1;
+            if (i < n_tiles) {
+                issue(i % NS);
+                if (i + 1 < n_tiles) lookup(i + 1);
             }
+            fi_cp_async_commit();
+        }
+        fi_cp_async_wait<NS - 1>();
+        __syncwarp();
+        const uint32_t kt = ring + (uint32_t)(t % NS) * 2 * TILE_BYTES, vt = kt + TILE_BYTES;
+
+        /* S = Q·Kᵀ for the tile's 16 keys (two n-tiles of 8). */
+        float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
-            for (int g = 0; g < GC; g++) {
-                float mx = s[g][0];
+        for (int ks = 0; ks < KSTEPS; ks++) {
+            uint32_t k0, k1, k2, k3;
+            fi_ldmatrix_x4(kt + fi_decode_swz<D>((mi >> 1) * 8 + mr, ks * 2 + (mi & 1)), k0, k1, k2, k3);
+            fi_mma<T>::run(s[0], qa[ks], k0, k1);
+            fi_mma<T>::run(s[1], qa[ks], k2, k3);
+        }
+
+        /* Scale (base-2 logits), score modifiers, masks. */
+        const int32_t kv0 = block_of(t) * BK + warp * TILE;
+        const bool partial = e0 + t < n_part;
+        uint32_t keep = 0xffffu;
+        if (partial || kv0 + TILE > kv_len) {
+            const int32_t j = kv0 + (lane & 15);
+            const bool k = j < kv_len && (!partial || fi_dev_mask_keep(p, seg, seg_q, qpos, j));
+            keep = __ballot_sync(0xffffffffu, k) & 0xffffu;
+        }
 #pragma unroll
-                for (int u = 1; u < US; u++) mx = fmaxf(mx, s[g][u]);
-                const float m_new = fmaxf(m_run[g], mx);
-                const float m_use = m_new == -INFINITY ? 0.f : m_new;
-                const float alpha = fi_ex2(m_run[g] - m_use);
-                m_run[g] = m_new;
-                l_run[g] *= alpha;
+        for (int n = 0; n < 2; n++)
 #pragma unroll
-                for (int c = 0; c < 8; c++) acc[g][c] *= alpha;
-#pragma unroll
-                for (int u = 0; u < US; u++) {
-                    const float pr = fi_ex2(s[g][u] - m_use);
-                    l_run[g] += pr;
-                    float v8[8];
-                    fi_unpack8(vr[u], v8, kBf16);
-#pragma unroll
-                    for (int c = 0; c < 8; c++) acc[g][c] = fmaf(pr, v8[c], acc[g][c]);
+            for (int e = 0; e < 4; e++) {
+                const int col = n * 8 + qc + (e & 1);
+                float x = s[n][e];
+                if (transform) {
+                    const int row = qr + (e >> 1) * 8;
+                    x = fi_dev_score_mod(p, x * p.scale, h0 + (row < gc ? row : 0), qpos, kv0 + col) * FI_LOG2E;
+                } else {
+                    x *= p.scale_log2;
                 }
+                s[n][e] = (keep >> col) & 1u ? x : -INFINITY;
+            }
+
+        /* Online softmax per row; the row's four lanes agree on the maximum. */
+        float alpha[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float mx = fmaxf(fmaxf(s[0][2 * h], s[0][2 * h + 1]), fmaxf(s[1][2 * h], s[1][2 * h + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m_run[h], mx);
+            const float m_use = m_new == -INFINITY ? 0.f : m_new;
+            alpha[h] = fi_ex2(m_run[h] - m_use);
+            m_run[h] = m_new;
+            float sum = 0.f;
+#pragma unroll
+            for (int n = 0; n < 2; n++) {
+                s[n][2 * h] = fi_ex2(s[n][2 * h] - m_use);
+                s[n][2 * h + 1] = fi_ex2(s[n][2 * h + 1] - m_use);
+                sum += s[n][2 * h] + s[n][2 * h + 1];
+            }
+            l_run[h] = l_run[h] * alpha[h] + sum; /* this lane's columns; summed over the quad at the end */
+        }
+        /* Rescaling is skipped while no row's maximum moved (the common case deep in a split). */
+        if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) {
+                o_acc[n][0] *= alpha[0], o_acc[n][1] *= alpha[0];
+                o_acc[n][2] *= alpha[1], o_acc[n][3] *= alpha[1];
             }
         }
-        if (t + 1 < n_steps) {
+
+        /* O += P·V: P (accumulator layout) is the A operand of one k-step of 16 keys. */
+        uint32_t pa[4];
+        pa[0] = fi_mma<T>::pack(s[0][0], s[0][1]);
+        pa[1] = fi_mma<T>::pack(s[0][2], s[0][3]);
+        pa[2] = fi_mma<T>::pack(s[1][0], s[1][1]);
+        pa[3] = fi_mma<T>::pack(s[1][2], s[1][3]);
 #pragma unroll
-            for (int u = 0; u < US; u++) kr[u] = kn[u], vr[u] = vn[u], js[u] = jn[u];
+        for (int dp = 0; dp < D / 16; dp++) {
+            uint32_t v0, v1, v2, v3;
+            fi_ldmatrix_x4_trans(vt + fi_decode_swz<D>((mi & 1) * 8 + mr, dp * 2 + (mi >> 1)), v0, v1, v2, v3);
+            fi_mma<T>::run(o_acc[2 * dp], pa, v0, v1);
+            fi_mma<T>::run(o_acc[2 * dp + 1], pa, v2, v3);
         }
+        __syncwarp(); /* the next iteration's copy overwrites the stage just read */
+    }
+    fi_cp_async_wait<0>();
+    __syncwarp();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    /* The combine kernel may start launching: it waits for this grid's completion. */
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 1);
+        l_run[h] += __shfl_xor_sync(0xffffffffu, l_run[h], 2);
     }
 
-    /* Merge the row slots of this CTA. */
-    __shared__ float sm_m[SLOTS][GC], sm_l[SLOTS][GC];
-    __shared__ float sm_o[SLOTS][GC][D];
+    /* Merge the warps of this CTA; each warp's state goes into its own (now idle)
+     * part of the ring. */
+    float *wm = reinterpret_cast<float *>(fi_decode_smem + (size_t)warp * NS * 2 * TILE_BYTES);
+    float *wl = wm + 16, *wo = wm + 32; /* m[16], l[16], O[16][D] */
 #pragma unroll
-    for (int g = 0; g < GC; g++) {
-        if (dl == 0) {
-            sm_m[slot][g] = m_run[g];
-            sm_l[slot][g] = l_run[g];
+    for (int h = 0; h < 2; h++) {
+        const int row = qr + 8 * h;
+        if (row < gc) {
+            if ((lane & 3) == 0) wm[row] = m_run[h], wl[row] = l_run[h];
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) {
+                wo[row * D + n * 8 + qc] = o_acc[n][2 * h];
+                wo[row * D + n * 8 + qc + 1] = o_acc[n][2 * h + 1];
+            }
         }
-#pragma unroll
-        for (int c = 0; c < 8; c++) sm_o[slot][g][dl * 8 + c] = acc[g][c];
     }
     __syncthreads();
-    for (int idx = tid; idx < GC * D; idx += FI_DECODE_WARPS * 32) {
+    for (int idx = tid; idx < gc * D; idx += FI_DECODE_WARPS * 32) {
         const int g = idx / D, d = idx % D, h = h0 + g;
-        float M = -INFINITY;
-        for (int s = 0; s < SLOTS; s++) M = fmaxf(M, sm_m[s][g]);
+        float mw[FI_DECODE_WARPS], M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < FI_DECODE_WARPS; w++) {
+            mw[w] = reinterpret_cast<const float *>(fi_decode_smem + (size_t)w * NS * 2 * TILE_BYTES)[g];
+            M = fmaxf(M, mw[w]);
+        }
         const float M_use = M == -INFINITY ? 0.f : M;
         float L = 0.f, O = 0.f;
-        for (int s = 0; s < SLOTS; s++) {
-            const float w = exp2f(sm_m[s][g] - M_use);
-            L += sm_l[s][g] * w;
-            O += sm_o[s][g][d] * w;
+#pragma unroll
+        for (int w = 0; w < FI_DECODE_WARPS; w++) {
+            const float *ws = reinterpret_cast<const float *>(fi_decode_smem + (size_t)w * NS * 2 * TILE_BYTES);
+            const float wt = fi_ex2(mw[w] - M_use);
+            L += ws[16 + g] * wt;
+            O += ws[32 + g * D + d] * wt;
         }
         const float out = L > 0.f ? O / L : 0.f;
         const float lse = L > 0.f ? (M + log2f(L)) * FI_LN2 : -INFINITY;
@@ -227,72 +318,104 @@ __global__ void __launch_bounds__(FI_DECODE_WARPS * 32)
     }
 }
 
-/* Merges the splits' (O, LSE) pairs: weights exp(lse_i - max); all -inf -> O = 0. */
-__global__ void fi_decode_combine_kernel(const __grid_constant__ fi_cuda_attn_kparams p, int dim) {
-    const int b = blockIdx.x / p.hq, h = blockIdx.x % p.hq;
-    const int64_t stride = (int64_t)p.batch * p.hq, base = (int64_t)b * p.hq + h;
-    float M = -INFINITY;
-    for (int s = 0; s < p.num_splits; s++) M = fmaxf(M, p.ws_lse[s * stride + base]);
-    const float M_use = M == -INFINITY ? 0.f : M;
-    float W = 0.f;
-    for (int s = 0; s < p.num_splits; s++) W += __expf(p.ws_lse[s * stride + base] - M_use);
-    const int64_t orow = fi_dev_out_row(p, b, h, 0);
-    for (int d = threadIdx.x; d < dim; d += blockDim.x) {
-        float o = 0.f;
-        if (W > 0.f) {
-            for (int s = 0; s < p.num_splits; s++) {
-                const float w = __expf(p.ws_lse[s * stride + base] - M_use);
-                if (w > 0.f) o += w * p.ws_o[(s * stride + base) * dim + d];
-            }
-            o /= W;
+/* Merges the splits' (O, LSE) pairs: weights exp(lse_i - max); all -inf -> O = 0.
+ * One CTA of `dim` threads per (sequence, head), one output element per thread.
+ * The splits go in chunks of FI_COMBINE_CHUNK whose loads are all issued at once
+ * (one memory round trip per chunk; the weights are recomputed per thread, which
+ * is cheaper than sharing them through a barrier), with online rescaling between
+ * chunks. Launched as a programmatic dependent of the decode kernel on sm_90, so
+ * its launch overlaps the decode kernel's tail; griddepcontrol.wait then waits for
+ * that kernel's completion and memory. */
+#define FI_COMBINE_CHUNK 32
+__global__ void __launch_bounds__(128)
+    fi_decode_combine_kernel(const __grid_constant__ fi_cuda_attn_kparams p, int dim) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+    const int h = blockIdx.x, b = blockIdx.y, d = threadIdx.x;
+    const int64_t bh = (int64_t)b * p.hq + h, stride = (int64_t)p.batch * p.hq;
+    const int ns = p.num_splits;
+    const float *lse_in = p.ws_lse + bh, *o_in = p.ws_o + bh * dim + d;
+    float M = -INFINITY, W = 0.f, O = 0.f;
+    for (int s0 = 0; s0 < ns; s0 += FI_COMBINE_CHUNK) {
+        float l[FI_COMBINE_CHUNK], o[FI_COMBINE_CHUNK];
+#pragma unroll
+        for (int i = 0; i < FI_COMBINE_CHUNK; i++) {
+            const bool in = s0 + i < ns;
+            l[i] = in ? lse_in[(int64_t)(s0 + i) * stride] : -INFINITY;
+            o[i] = in ? o_in[(int64_t)(s0 + i) * stride * dim] : 0.f;
         }
-        p.out[orow * dim + d] = o;
+        float m = M;
+#pragma unroll
+        for (int i = 0; i < FI_COMBINE_CHUNK; i++) m = fmaxf(m, l[i]);
+        const float m_use = m == -INFINITY ? 0.f : m;
+        const float r = __expf(M - m_use); /* 0 while nothing was kept */
+        W *= r, O *= r;
+#pragma unroll
+        for (int i = 0; i < FI_COMBINE_CHUNK; i++) {
+            /* An empty split holds O = 0 with weight 0. */
+            const float w = __expf(l[i] - m_use);
+            W += w;
+            O = fmaf(w, o[i], O);
+        }
+        M = m;
     }
-    if (p.lse && threadIdx.x == 0) p.lse[orow] = W > 0.f ? M + logf(W) : -INFINITY;
+    const int64_t orow = fi_dev_out_row(p, b, h, 0);
+    p.out[orow * dim + d] = W > 0.f ? O / W : 0.f;
+    if (p.lse && d == 0) p.lse[orow] = W > 0.f ? M + logf(W) : -INFINITY;
 }
 
 template <int D, typename T>
-static cudaError_t launch_gc(const fi_cuda_attn_kparams &p, int gc, cudaStream_t stream) {
+static cudaError_t set_smem_limit() {
+    return cudaFuncSetAttribute(fi_decode_kernel<D, T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)fi_decode_smem_bytes(D));
+}
+
+template <int D, typename T>
+static cudaError_t launch(const fi_cuda_attn_kparams &p, cudaStream_t stream) {
+    const int gc = p.heads_per_cta;
+    if (gc < 1 || gc > 16 || p.group % gc) return cudaErrorInvalidValue;
+    /* The shared-memory limit was raised by fi_cuda_decode_ctas_per_sm when the plan was made. */
     const dim3 grid(p.num_splits, p.hkv * (p.group / gc), p.batch), block(FI_DECODE_WARPS * 32);
-    switch (gc) {
-    case 1: fi_decode_kernel<D, 1, T><<<grid, block, 0, stream>>>(p); break;
-    case 2: fi_decode_kernel<D, 2, T><<<grid, block, 0, stream>>>(p); break;
-    case 4: fi_decode_kernel<D, 4, T><<<grid, block, 0, stream>>>(p); break;
-    case 8: fi_decode_kernel<D, 8, T><<<grid, block, 0, stream>>>(p); break;
-    default: return cudaErrorInvalidValue;
-    }
+    fi_decode_kernel<D, T><<<grid, block, fi_decode_smem_bytes(D), stream>>>(p);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || p.num_splits == 1) return e;
-    fi_decode_combine_kernel<<<p.batch * p.hq, 128, 0, stream>>>(p, D);
-    return cudaGetLastError();
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(p.hq, p.batch);
+    cfg.blockDim = dim3(D);
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    int dev = 0, major = 0;
+    if (FI_DECODE_PDL && cudaGetDevice(&dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess && major >= 9) {
+        cfg.attrs = attr;
+        cfg.numAttrs = 1;
+    }
+    return cudaLaunchKernelEx(&cfg, fi_decode_combine_kernel, p, D);
 }
 
 cudaError_t fi_cuda_launch_decode(const fi_cuda_attn_kparams &p, int dim, bool bf16,
                                   cudaStream_t stream) {
-    if (dim == 64) return bf16 ? launch_gc<64, __nv_bfloat16>(p, p.heads_per_cta, stream)
-                               : launch_gc<64, __half>(p, p.heads_per_cta, stream);
-    if (dim == 128) return bf16 ? launch_gc<128, __nv_bfloat16>(p, p.heads_per_cta, stream)
-                                : launch_gc<128, __half>(p, p.heads_per_cta, stream);
+    if (dim == 64) return bf16 ? launch<64, __nv_bfloat16>(p, stream) : launch<64, __half>(p, stream);
+    if (dim == 128) return bf16 ? launch<128, __nv_bfloat16>(p, stream) : launch<128, __half>(p, stream);
     return cudaErrorInvalidValue;
 }
 
 template <int D, typename T>
-static const void *decode_kernel_ptr(int gc) {
-    switch (gc) {
-    case 1: return (const void *)fi_decode_kernel<D, 1, T>;
-    case 2: return (const void *)fi_decode_kernel<D, 2, T>;
-    case 4: return (const void *)fi_decode_kernel<D, 4, T>;
-    default: return (const void *)fi_decode_kernel<D, 8, T>;
-    }
+static int ctas_per_sm() {
+    int n = 0;
+    if (set_smem_limit<D, T>() != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, fi_decode_kernel<D, T>, FI_DECODE_WARPS * 32,
+                                                      fi_decode_smem_bytes(D)) != cudaSuccess ||
+        n < 1)
+        return 1;
+    return n;
 }
 
 int fi_cuda_decode_ctas_per_sm(int dim, bool bf16, int heads_per_cta) {
-    const void *k = dim == 64 ? (bf16 ? decode_kernel_ptr<64, __nv_bfloat16>(heads_per_cta)
-                                      : decode_kernel_ptr<64, __half>(heads_per_cta))
-                              : (bf16 ? decode_kernel_ptr<128, __nv_bfloat16>(heads_per_cta)
-                                      : decode_kernel_ptr<128, __half>(heads_per_cta));
-    int n = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, FI_DECODE_WARPS * 32, 0) != cudaSuccess || n < 1)
-        return 1;
-    return n;
+    (void)heads_per_cta; /* one kernel for every head count */
+    if (dim == 64) return bf16 ? ctas_per_sm<64, __nv_bfloat16>() : ctas_per_sm<64, __half>();
+    return bf16 ? ctas_per_sm<128, __nv_bfloat16>() : ctas_per_sm<128, __half>();
 }
