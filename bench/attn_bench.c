@@ -97,6 +97,9 @@ static run_result time_forward(fi_attn_params *p, bool warm_up) {
     return r;
 }
 
+/* n floats, 64-byte aligned (aligned_alloc wants a size that is a multiple of 64). */
+static float *bench_floats(size_t n) { return aligned_alloc(64, (n * sizeof(float) + 63) & ~(size_t)63); }
+
 int main(int argc, char **argv) {
     int threads = 2;
     double fma_peak = 0, bandwidth = 0, budget = 480;
@@ -128,8 +131,10 @@ int main(int argc, char **argv) {
     const int64_t hkvs[2] = {8, 2}, dims[2] = {64, 128};
     const int64_t Hq = 8;
     const size_t max_elems = (size_t)Hq * (size_t)max_len * 128;
-    float *q = malloc(max_elems * sizeof *q), *k = malloc(max_elems * sizeof *k);
-    float *v = malloc(max_elems * sizeof *v), *o = malloc(max_elems * sizeof *o);
+    /* 64-byte aligned like the model's KV cache (src/model): with malloc's 16-byte alignment
+     * half of the kernels' 32-byte row loads would split a cache line. */
+    float *q = bench_floats(max_elems), *k = bench_floats(max_elems);
+    float *v = bench_floats(max_elems), *o = bench_floats(max_elems);
     int32_t *seg = malloc((size_t)max_len * sizeof *seg);
     if (!q || !k || !v || !o || !seg) {
         fprintf(stderr, "attn_bench: out of memory\n");
@@ -219,8 +224,8 @@ int main(int argc, char **argv) {
     /* Decode: one query against 32768 keys, GQA 32/8, D 128. */
     const int64_t dHq = 32, dHkv = 8, dLk = 32768, dD = 128;
     const size_t kv_elems = (size_t)dHkv * dLk * dD;
-    float *dk = malloc(kv_elems * sizeof *dk), *dv = malloc(kv_elems * sizeof *dv);
-    float *dq = malloc((size_t)dHq * dD * sizeof *dq), *dout = malloc((size_t)dHq * dD * sizeof *dout);
+    float *dk = bench_floats(kv_elems), *dv = bench_floats(kv_elems);
+    float *dq = bench_floats((size_t)dHq * dD), *dout = bench_floats((size_t)dHq * dD);
     double decode_gbps = 0;
     printf("\n### Decode (Lq = 1, Lk = 32768, Hq 32 / Hkv 8, D 128, f32, %d thread%s)\n\n", threads,
            threads > 1 ? "s" : "");

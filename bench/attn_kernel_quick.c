@@ -1,7 +1,8 @@
 /* Quick timing of the CPU flash-attention kernel (not the full benchmark):
  *   prefill B1 H8 L4096 D128, masks full and causal  -> GFLOP/s (4 B H L^2 D x density)
  *   decode  Lq 1, Lk 32768, Hq 32 / Hkv 8, D 128      -> GB/s of K/V read
- * for 1 and 2 threads. Usage: attn_kernel_quick [L] [reps] [prefill|decode|kernels]
+ * for 1 and 2 threads. Usage: attn_kernel_quick [L] [reps] [prefill|decode|kernels|all] [threads]
+ * (threads: run only that thread count; default 1 and 2)
  * "kernels" times the per-tile microkernels of the current SIMD level alone (one thread,
  * a 64-key D128 tile in cache, 4 rows as in GQA decode and 64 rows as in prefill): ns per
  * key, best of reps x 1000 calls, so that kernel changes can be compared on a busy machine. */
@@ -20,6 +21,9 @@ static double now(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+/* n floats, 64-byte aligned (aligned_alloc wants a size that is a multiple of 64). */
+static float *bench_floats(int64_t n) { return aligned_alloc(64, ((size_t)n * sizeof(float) + 63) & ~(size_t)63); }
 
 static double best_time(fi_attn_params *p, int reps) {
     double best = 1e30;
@@ -79,13 +83,16 @@ int main(int argc, char **argv) {
     const int64_t L = argc > 1 ? atoll(argv[1]) : 4096, H = 8, D = 128;
     const int reps = argc > 2 ? atoi(argv[2]) : 3;
     const char *only = argc > 3 ? argv[3] : ""; /* "prefill", "decode" or "kernels" to run one part */
+    const int th_only = argc > 4 ? atoi(argv[4]) : 0;
+    const int th_lo = th_only > 0 ? th_only : 1, th_hi = th_only > 0 ? th_only : 2;
     if (strcmp(only, "kernels") == 0) {
         printf("simd %s\n", fi_simd_level_name(fi_cpu_simd_level()));
         time_kernels(reps);
         return 0;
     }
-    float *q = malloc((size_t)(H * L * D) * sizeof(float)), *k = malloc((size_t)(H * L * D) * sizeof(float));
-    float *v = malloc((size_t)(H * L * D) * sizeof(float)), *o = malloc((size_t)(H * L * D) * sizeof(float));
+    /* 64-byte aligned like the model's KV cache (see bench/attn_bench.c) */
+    float *q = bench_floats(H * L * D), *k = bench_floats(H * L * D);
+    float *v = bench_floats(H * L * D), *o = bench_floats(H * L * D);
     srand(1);
     for (int64_t i = 0; i < H * L * D; i++) {
         q[i] = (float)rand() / RAND_MAX - 0.5f;
@@ -100,7 +107,7 @@ int main(int argc, char **argv) {
         double density = 1.0;
         if (mi == 1) density = (double)(L + 1) / (2.0 * L);
         if (mi == 2) density = (1024.0 * L - 1024.0 * 1023.0 / 2) / ((double)L * L);
-        for (int th = 1; th <= 2; th++) {
+        for (int th = th_lo; th <= th_hi; th++) {
             fi_attn_params p = {.q = fi_attn_tensor_contiguous(q, FI_DTYPE_F32, 1, H, L, D),
                                 .k = fi_attn_tensor_contiguous(k, FI_DTYPE_F32, 1, H, L, D),
                                 .v = fi_attn_tensor_contiguous(v, FI_DTYPE_F32, 1, H, L, D),
@@ -113,7 +120,7 @@ int main(int argc, char **argv) {
         fi_mask_free(m);
     }
     /* GQA: Hkv 2 (4 query heads share each K/V tile). */
-    for (int th = 1; th <= 2 && strcmp(only, "decode") != 0; th++) {
+    for (int th = th_lo; th <= th_hi && strcmp(only, "decode") != 0; th++) {
         fi_attn_params p = {.q = fi_attn_tensor_contiguous(q, FI_DTYPE_F32, 1, H, L, D),
                             .k = fi_attn_tensor_contiguous(k, FI_DTYPE_F32, 1, 2, L, D),
                             .v = fi_attn_tensor_contiguous(v, FI_DTYPE_F32, 1, 2, L, D),
@@ -125,11 +132,11 @@ int main(int argc, char **argv) {
     if (strcmp(only, "prefill") == 0) return 0;
     /* Decode: Lq 1, Lk 32768, Hq 32, Hkv 8. */
     const int64_t lk = 32768, hq = 32, hkv = 8;
-    float *kd = malloc((size_t)(hkv * lk * D) * sizeof(float)), *vd = malloc((size_t)(hkv * lk * D) * sizeof(float));
-    float *qd = malloc((size_t)(hq * D) * sizeof(float)), *od = malloc((size_t)(hq * D) * sizeof(float));
+    float *kd = bench_floats(hkv * lk * D), *vd = bench_floats(hkv * lk * D);
+    float *qd = bench_floats(hq * D), *od = bench_floats(hq * D);
     for (int64_t i = 0; i < hkv * lk * D; i++) kd[i] = (float)rand() / RAND_MAX - 0.5f, vd[i] = kd[i] * 0.5f;
     for (int64_t i = 0; i < hq * D; i++) qd[i] = (float)rand() / RAND_MAX - 0.5f;
-    for (int th = 1; th <= 2; th++) {
+    for (int th = th_lo; th <= th_hi; th++) {
         fi_attn_params p = {.q = fi_attn_tensor_contiguous(qd, FI_DTYPE_F32, 1, hq, 1, D),
                             .k = fi_attn_tensor_contiguous(kd, FI_DTYPE_F32, 1, hkv, lk, D),
                             .v = fi_attn_tensor_contiguous(vd, FI_DTYPE_F32, 1, hkv, lk, D),

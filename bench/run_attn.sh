@@ -6,7 +6,9 @@
 # bench/results/attn.md with the command, the machine, the date, every figure and the
 # ratios against the targets.
 #
-# Usage: bash bench/run_attn.sh [--threads N] [--budget SECONDS]
+# Usage: bash bench/run_attn.sh [--threads N] [--budget SECONDS] [--with-torch]
+#   --with-torch installs PyTorch from PyPI first when it is not importable (a CUDA build with
+#   several GB of CUDA runtime packages; it runs on a CPU-only machine) for the SDPA column.
 #   --budget caps the flexinfer prefill runs (default 330 s); numpy gets 150 s. Cases that
 #   would overrun are skipped and listed as such, so the whole script stays under about
 #   10 minutes on 2 cores.
@@ -15,11 +17,13 @@ cd "$(dirname "$0")/.."
 
 threads=2
 budget=330
+with_torch=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
     --budget) budget="$2"; shift 2 ;;
-    *) echo "run_attn.sh: unknown option '$1' (known: --threads N, --budget S)" >&2; exit 2 ;;
+    --with-torch) with_torch=1; shift ;;
+    *) echo "run_attn.sh: unknown option '$1' (known: --threads N, --budget S, --with-torch)" >&2; exit 2 ;;
   esac
 done
 
@@ -34,6 +38,11 @@ cmake --build "$build" --target fma_peak mem_bandwidth attn_bench -j"$(nproc)" >
 # threadpoolctl tells which OpenBLAS kernel numpy uses; it is small and from PyPI.
 if ! python3 -c "import threadpoolctl" 2>/dev/null; then
   python3 -m pip install -q threadpoolctl 2>/dev/null || python3 -m pip install -q --break-system-packages threadpoolctl || true
+fi
+
+if [ "$with_torch" = 1 ] && ! python3 -c "import torch" 2>/dev/null; then
+  echo "== installing PyTorch from PyPI (several GB)" >&2
+  python3 -m pip install -q torch 2>/dev/null || python3 -m pip install -q --break-system-packages torch
 fi
 
 tmp=$(mktemp -d)
@@ -58,11 +67,8 @@ env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS="$threads" OMP
 
 torch_note="PyTorch is importable here; its SDPA figures are in the numpy section."
 if ! python3 -c "import torch" 2>/dev/null; then
-  torch_note="PyTorch is not installed here. PyPI's torch (2.15.0, checked 2026-11-22) is a 539 MB wheel built
-for CUDA: \`pip download torch --no-deps\` fetches it, but \`import torch\` then fails (libcufile.so.0 missing)
-without its CUDA runtime requirements (cuda-toolkit, nvidia-cudnn-cu13, nvidia-nccl-cu13, nvidia-nvshmem-cu13,
-cusparselt, triton: several GB more). The CPU-only wheel is not on PyPI, so the PyTorch CPU column is left
-empty: impractical on this machine."
+  torch_note="PyTorch is not installed here, so its column is empty: rerun with --with-torch (PyPI's torch is a
+CUDA build that pulls several GB of CUDA runtime packages; it runs on the CPU without a GPU)."
 fi
 
 {

@@ -89,6 +89,13 @@ static void test_head_dims_and_tiles(void **state) {
     check_case(&e, &rng);
     const flash_case f = {.batch = 1, .hq = 1, .hkv = 1, .lq = 1, .lk = 1, .dim = 16, .threads = 1};
     check_case(&f, &rng);
+    /* Default tiles without GQA (one head per item: the taller query tile where the SIMD
+     * level has one), dense and with interval-masked PARTIAL tiles. */
+    const flash_case g = {.batch = 1, .hq = 2, .hkv = 2, .lq = 300, .lk = 300, .dim = 128, .threads = 2};
+    check_case(&g, &rng);
+    const flash_case h = {.batch = 2, .hq = 2, .hkv = 2, .lq = 270, .lk = 330, .dim = 64, .q_offset = 60,
+                          .mask = "causal & window:100", .threads = 2};
+    check_case(&h, &rng);
 }
 
 static bool cb_mask(int64_t b, int64_t h, int64_t q, int64_t kv, void *ctx) {
@@ -132,6 +139,10 @@ static void test_masks(void **state) {
     const flash_case cb2 = {.batch = 1, .hq = 3, .hkv = 3, .lq = 300, .lk = 300, .dim = 64,
                             .mask = "causal", .mask_fn = cb_mask_sparse, .block_q = 64, .block_kv = 64, .threads = 2};
     check_case(&cb2, &rng);
+    /* A per-head callback makes every head its own unit: default tiles then are the tall ones. */
+    const flash_case cb3 = {.batch = 1, .hq = 4, .hkv = 2, .lq = 300, .lk = 260, .dim = 32,
+                            .mask_fn = cb_mask, .mask_fn_per_head = true, .threads = 2};
+    check_case(&cb3, &rng);
 }
 
 static float cb_score(float s, int64_t b, int64_t h, int64_t q, int64_t kv, void *ctx) {

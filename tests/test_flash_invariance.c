@@ -1,6 +1,7 @@
 /* Row invariance of fi_attn_forward: a query row's output and LSE must be bitwise the
  * same whichever rows share its call (chunked prefill == one call == one-token decode,
- * speculative verification == plain decoding). Causal mask with q_offset, GQA/MQA,
+ * speculative verification == plain decoding). Causal mask with q_offset, and causal &
+ * window:W (its far-edge tiles are PARTIAL and its early tiles EMPTY for later rows), GQA/MQA,
  * f32 and f16 inputs, for every SIMD path the machine has, at the default tile sizes
  * and at forced ones, without key splits (split-KV changes the summation order by
  * design). The reference row is the one computed in the single call over all rows;
@@ -22,6 +23,7 @@ typedef struct inv_shape {
     int64_t hq, hkv, dim, len; /* len = number of positions (queries and keys) */
     fi_dtype dtype;
     int32_t block_q, block_kv; /* 0 = defaults */
+    const char *mask;          /* NULL = "causal" */
 } inv_shape;
 
 typedef struct inv_data {
@@ -83,10 +85,10 @@ static void expect_same_rows(inv_data *d, int64_t r0, int64_t r1, int64_t kv_len
             if (memcmp(got, want, (size_t)s->dim * sizeof(float)) != 0 || memcmp(&gl, &wl, sizeof gl) != 0) {
                 int64_t c = 0;
                 while (c < s->dim && memcmp(got + c, want + c, sizeof(float)) == 0) c++;
-                fail_msg("simd %s, Hq %lld Hkv %lld D %lld %s, tiles %d x %d, %d threads: row %lld head %lld "
+                fail_msg("simd %s, mask '%s', Hq %lld Hkv %lld D %lld %s, tiles %d x %d, %d threads: row %lld head %lld "
                          "differs between the call of rows [%lld, %lld) (keys %lld) and the call of all rows: "
                          "out[%lld] %.9g vs %.9g, lse %.9g vs %.9g",
-                         simd, (long long)s->hq, (long long)s->hkv, (long long)s->dim,
+                         simd, s->mask ? s->mask : "causal", (long long)s->hq, (long long)s->hkv, (long long)s->dim,
                          s->dtype == FI_DTYPE_F32 ? "f32" : "f16", s->block_q, s->block_kv, threads,
                          (long long)(r0 + t), (long long)h, (long long)r0, (long long)r1, (long long)kv_len,
                          (long long)(c < s->dim ? c : 0), c < s->dim ? got[c] : 0.0, c < s->dim ? want[c] : 0.0,
@@ -109,7 +111,7 @@ static void check_shape(const inv_shape *shape, fi_test_rng *rng) {
     d.lse = malloc((size_t)(s->hq * s->len) * sizeof(float));
     assert_true(d.ref_out && d.ref_lse && d.out && d.lse);
     fi_error err = {0};
-    assert_int_equal(fi_mask_parse("causal", &d.mask, &err), FI_OK);
+    assert_int_equal(fi_mask_parse(s->mask ? s->mask : "causal", &d.mask, &err), FI_OK);
 
     const char *levels[3];
     const int n_levels = flash_simd_levels(levels);
@@ -156,13 +158,34 @@ static void test_row_invariance_causal_gqa(void **state) {
     fi_test_rng rng;
     fi_test_rng_init(&rng, fi_test_seed("test_row_invariance_causal_gqa"));
     const inv_shape shapes[] = {
-        {9, 3, 64, 40, FI_DTYPE_F32, 0, 0},     /* the repro of the request: GQA 3 */
-        {8, 2, 128, 150, FI_DTYPE_F32, 0, 0},   /* GQA 4, D 128, uneven last tiles */
-        {8, 1, 32, 90, FI_DTYPE_F32, 0, 0},     /* MQA (GQA 8) */
-        {4, 4, 80, 70, FI_DTYPE_F32, 16, 32},   /* no GQA, D 80 padded, forced tiles */
-        {6, 2, 96, 131, FI_DTYPE_F32, 48, 17},  /* odd tile sizes */
-        {8, 2, 64, 100, FI_DTYPE_F16, 0, 0},    /* f16 inputs */
-        {4, 1, 256, 37, FI_DTYPE_F16, 32, 16},  /* f16, D 256, MQA 4 */
+        {9, 3, 64, 40, FI_DTYPE_F32, 0, 0, NULL},     /* the repro of the request: GQA 3 */
+        {8, 2, 128, 150, FI_DTYPE_F32, 0, 0, NULL},   /* GQA 4, D 128, uneven last tiles */
+        {8, 1, 32, 90, FI_DTYPE_F32, 0, 0, NULL},     /* MQA (GQA 8) */
+        {4, 4, 80, 70, FI_DTYPE_F32, 16, 32, NULL},   /* no GQA, D 80 padded, forced tiles */
+        {6, 2, 96, 131, FI_DTYPE_F32, 48, 17, NULL},  /* odd tile sizes */
+        {8, 2, 64, 100, FI_DTYPE_F16, 0, 0, NULL},    /* f16 inputs */
+        {4, 1, 256, 37, FI_DTYPE_F16, 32, 16, NULL},  /* f16, D 256, MQA 4 */
+        {3, 3, 64, 300, FI_DTYPE_F32, 0, 0, NULL},    /* no GQA at the default tiles (taller query tiles) */
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_shape(&shapes[i], &rng);
+}
+
+/* Sliding window under causal: a row keeps keys (q - W, q]. Its first key tiles are EMPTY,
+ * the tile holding q - W + 1 is PARTIAL with the kept keys at its end (the far edge), and
+ * the interval-mask path runs PARTIAL tiles in 16-row blocks over the keys the block keeps;
+ * none of that may depend on which rows share the call. Windows narrower than a tile, a
+ * window that starts inside the first tile, and windows spanning several tiles. */
+static void test_row_invariance_causal_window(void **state) {
+    (void)state;
+    fi_test_rng rng;
+    fi_test_rng_init(&rng, fi_test_seed("test_row_invariance_causal_window"));
+    const inv_shape shapes[] = {
+        {8, 2, 128, 300, FI_DTYPE_F32, 0, 0, "causal & window:70"},   /* GQA 4, default tiles */
+        {6, 3, 64, 200, FI_DTYPE_F32, 32, 16, "causal & window:33"},  /* window of ~2 key tiles */
+        {4, 4, 80, 130, FI_DTYPE_F32, 48, 17, "causal & window:9"},   /* window narrower than a tile */
+        {8, 1, 32, 150, FI_DTYPE_F32, 0, 0, "causal & window:140"},   /* MQA, window over most keys */
+        {4, 2, 96, 160, FI_DTYPE_F16, 0, 0, "causal & window:100"},   /* f16 */
+        {3, 3, 128, 320, FI_DTYPE_F32, 0, 0, "causal & window:150"},  /* no GQA, default tiles */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) check_shape(&shapes[i], &rng);
 }
@@ -170,6 +193,7 @@ static void test_row_invariance_causal_gqa(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_row_invariance_causal_gqa),
+        cmocka_unit_test(test_row_invariance_causal_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -129,7 +129,11 @@ static fi_status plan_shape(flash_plan *pl, const fi_attn_params *p, fi_error *e
     } else {
         if (p->block_q < 0 || p->block_kv < 0)
             return fi_error_set(err, FI_ERR_INVALID, "tile sizes must be >= 0 (0 = default)");
-        pl->bq = p->block_q ? p->block_q : FI_FLASH_DEFAULT_BLOCK_Q;
+        /* One head per item (no GQA group to stack) gets the level's taller query tile if it
+         * has one: each K/V tile then serves more rows. Tile sizes never depend on Lq. */
+        const bool one_head = pr->group == 1 || (p->mask && fi_mask_depends_on_head(p->mask));
+        const int tall = fi_flash_tile_select()->block_q_one_head;
+        pl->bq = p->block_q ? p->block_q : one_head && tall > 0 ? tall : FI_FLASH_DEFAULT_BLOCK_Q;
         pl->bkv = p->block_kv ? p->block_kv : FI_FLASH_DEFAULT_BLOCK_KV;
     }
     if (pl->bq > 4096 || pl->bkv > 4096)
@@ -345,9 +349,11 @@ static void run_item(const flash_plan *pl, const flash_item *it, int split, flas
         const int64_t kb = partial ? -(int64_t)sc->tiles[t] - 1 : sc->tiles[t];
         const int64_t k0 = kb * pl->bkv, nk = lk - k0 < pl->bkv ? lk - k0 : pl->bkv;
         /* Few rows (decode) stream K and V from memory with little arithmetic per byte: ask
-         * two tiles ahead (the kernels also ask one tile ahead, spread over their loops). */
+         * two tiles ahead (the kernels also ask one tile ahead, spread over their loops).
+         * Many rows: one tile ahead, unless the level's kernels ask for it themselves, spread
+         * over their work (a burst of requests here stalled the tile being computed). */
         const int64_t ahead = rows < FI_FLASH_QT_MIN_ROWS ? 2 : 1;
-        if (t + ahead < t1) {
+        if (t + ahead < t1 && (ahead == 2 || !ops->kernels_prefetch_many_rows)) {
             const int64_t kn = sc->tiles[t + ahead] < 0 ? -(int64_t)sc->tiles[t + ahead] - 1 : sc->tiles[t + ahead];
             const int64_t k0n = kn * pl->bkv;
             prefetch_tile(pl, b, hkv, k0n, lk - k0n < pl->bkv ? lk - k0n : pl->bkv);
@@ -476,7 +482,9 @@ fi_status fi_attn_forward(const fi_attn_params *p, fi_error *err) {
     const int64_t out_rows = total_q * pl.pr.hq;
     const int threads = pl.threads;
     const int64_t per_thread = scratch_floats(&pl);
-    float *scratch = malloc((size_t)(per_thread * threads) * sizeof(float));
+    /* 64-byte aligned (every piece is a multiple of 16 floats): with malloc's 16-byte
+     * alignment half of the 32-byte loads of Q, S^T and O split a cache line. */
+    float *scratch = aligned_alloc(64, (size_t)round_up(per_thread * threads, 16) * sizeof(float));
     pl.items = malloc((size_t)(pl.n_items > 0 ? pl.n_items : 1) * sizeof *pl.items);
     if (pl.splits > 1) {
         pl.part_o = malloc((size_t)(out_rows * pl.splits * pl.pr.dim) * sizeof(float) + 1);

@@ -11,6 +11,7 @@
 #ifndef FI_ATTN_FLASH_TILE_H
 #define FI_ATTN_FLASH_TILE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "flexinfer.h"
@@ -43,6 +44,12 @@ typedef struct fi_flash_tile_ops {
     /* softmax accepts any rowsp that is a multiple of this (0: FI_FLASH_ROW_ALIGN); the
      * few-row path then runs it over fewer padded rows. */
     int softmax_row_step;
+    /* The many-row (16 or more) qk_rows and pv ask for the next tile's K and V themselves,
+     * spread over their work, so the driver does not ask for it in one burst. */
+    bool kernels_prefetch_many_rows;
+    /* Default query tile when an item holds one head (Hq == Hkv, or a per-head mask);
+     * 0: the driver's default. GQA items stack the group's heads and keep the default. */
+    int block_q_one_head;
 } fi_flash_tile_ops;
 
 extern const fi_flash_tile_ops fi_flash_tile_scalar;

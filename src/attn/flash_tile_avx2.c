@@ -6,8 +6,11 @@
  *   K, which made decode about 20% slower; decode is bound by how fast a thread gets
  *   through its K/V stream.
  *   softmax: 8 rows per ymm, down the key axis.
- *   P.V: 3 rows x 32 output columns = 12 ymm accumulators, seeded with alpha * O;
+ *   P.V: 3 rows x 32 output columns = 12 ymm accumulators, seeded with alpha * O; each
+ *   32-column slab of V is used by all row groups of a 48-row chunk while it is in L1;
  *   below 16 rows (decode) 4 rows x 24 columns.
+ *   With 16 or more rows, QK and P.V ask for the next K / V tile a few lines at a time
+ *   (pf_cursor), so the driver does not (ops.kernels_prefetch_many_rows).
  * exp uses the same polynomial as the AVX-512 path (see flash_tile_avx512.c). */
 #include <immintrin.h>
 #include <math.h>
@@ -16,6 +19,9 @@
 #include "core/dtype.h"
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* Rows per chunk of the many-row P.V (a multiple of 3 and of 6). */
+#define PV_ROW_CHUNK 48
 
 /* exp(x): Cody-Waite reduction to |r| <= ln2/2, Taylor degree 7, exponent inserted;
  * ~2 ulp relative; x < -87 (including -inf) gives exactly 0. */
@@ -37,6 +43,34 @@ ALWAYS_INLINE __m256 exp256(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_and_ps(keep, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+/* Prefill reads each K and V tile from L2 or L3 (a head's K/V does not stay in L2 between
+ * query tiles). The many-row kernels therefore ask for the next tile (the same layout
+ * nk keys on) a few lines at a time, spread evenly over their work: one burst of requests
+ * per tile stalled the loads of the tile being computed. A wrong guess (the tile after is
+ * masked out, or on another page) only wastes the requests. */
+typedef struct pf_cursor {
+    uintptr_t row;                  /* current row of the tile asked for (may lie past the buffer) */
+    int64_t off, row_bytes, stride; /* byte offset in the row, bytes per row, row stride in bytes */
+    int64_t left, per_step;         /* lines still to ask for, lines per pf_step */
+} pf_cursor;
+
+/* The nk x dimp tile that follows the one at tile (row stride ld), asked for in steps. */
+static inline pf_cursor pf_cursor_init(const float *tile, int64_t ld, int64_t nk, int64_t dimp, int64_t steps) {
+    pf_cursor c = {(uintptr_t)tile + (uintptr_t)(nk * ld) * sizeof(float), 0, dimp * (int64_t)sizeof(float),
+                   ld * (int64_t)sizeof(float), 0, 0};
+    c.left = nk * ((c.row_bytes + 63) / 64);
+    c.per_step = steps > 0 ? (c.left + steps - 1) / steps : c.left;
+    return c;
+}
+
+ALWAYS_INLINE void pf_step(pf_cursor *c) {
+    for (int64_t i = 0; i < c->per_step && c->left > 0; i++, c->left--) {
+        _mm_prefetch((const char *)(c->row + (uintptr_t)c->off), _MM_HINT_T0);
+        c->off += 64;
+        if (c->off >= c->row_bytes) c->off = 0, c->row += (uintptr_t)c->stride;
+    }
 }
 
 /* Scores (both the prefill and the decode shapes use this one kernel): Q and K are read
@@ -118,12 +152,16 @@ static void qk_rows(const float *q, int64_t ldq, int64_t rows, const float *k, i
     if (!pf) {
         /* Many rows: chunks of 24 keys (12 KiB of K at D 128) stay in L1 while every row
          * group reads them; a whole K tile would be read from L2 once per row group. */
+        pf_cursor pfc = pf_cursor_init(k, ldk, nk, dimp, (nk + 23) / 24 * ((rows + 3) / 4));
         for (int64_t j0 = 0; j0 < nk; j0 += 24) {
             const int64_t nj = nk - j0 < 24 ? nk - j0 : 24;
             const float *kj = k + j0 * ldk;
             float *sj = st + j0 * lds;
             int64_t r = 0;
-            for (; r + 4 <= rows; r += 4) qk_rows_n(q + r * ldq, ldq, 4, kj, ldk, nj, dimp, sj + r, lds, false);
+            for (; r + 4 <= rows; r += 4) {
+                pf_step(&pfc);
+                qk_rows_n(q + r * ldq, ldq, 4, kj, ldk, nj, dimp, sj + r, lds, false);
+            }
             switch (rows - r) {
             case 3: qk_rows_n(q + r * ldq, ldq, 3, kj, ldk, nj, dimp, sj + r, lds, false); break;
             case 2: qk_rows_n(q + r * ldq, ldq, 2, kj, ldk, nj, dimp, sj + r, lds, false); break;
@@ -228,14 +266,6 @@ ALWAYS_INLINE void pv_block32(const float *pt, int64_t ldp, const int nr, int64_
         for (int z = 0; z < 4; z++) _mm256_storeu_ps(o + r * ldo + 8 * z, acc[r][z]);
 }
 
-/* 32-column blocks with nr <= 3 rows where they fit, then 16-column blocks. */
-ALWAYS_INLINE void pv_rows3(const float *pt, int64_t ldp, const int nr, int64_t nk, const float *v, int64_t ldv,
-                            int64_t dimp, const float *alpha, float *o, int64_t ldo, const bool pf) {
-    int64_t c = 0;
-    for (; c + 32 <= dimp; c += 32) pv_block32(pt, ldp, nr, nk, v + c, ldv, alpha, o + c, ldo, pf);
-    if (c < dimp) pv_block(pt, ldp, nr, nk, v + c, ldv, alpha, o + c, ldo);
-}
-
 /* O rows r .. r + nr - 1 (nr <= 4), 8 * nz columns (nz <= 3): for few rows (decode),
  * 4 rows x 24 columns = 12 accumulators, 3 V loads and 4 P broadcasts per 12 FMAs (the
  * 3 + 1 row passes of pv_block32 need 8 loads and 4 broadcasts per 16). With pf (first
@@ -287,7 +317,7 @@ ALWAYS_INLINE void pv_few_rows(const float *pt, int64_t ldp, const int nr, int64
 static void pv(const float *pt, int64_t ldp, int64_t rows, int64_t nk, const float *v, int64_t ldv,
                int64_t dimp, const float *alpha, float *o, int64_t ldo) {
     /* Few rows (decode): V is streamed, not reused; ask for the next tile's V during the
-     * first column block. Many rows: the driver's per-tile prefetch suffices. */
+     * first column block. */
     if (rows < 16) {
         int64_t r = 0;
         for (; r + 4 <= rows; r += 4) pv_few_rows(pt + r, ldp, 4, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, r == 0);
@@ -299,10 +329,40 @@ static void pv(const float *pt, int64_t ldp, int64_t rows, int64_t nk, const flo
         }
         return;
     }
-    int64_t r = 0;
-    for (; r + 3 <= rows; r += 3) pv_rows3(pt + r, ldp, 3, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, false);
-    if (rows - r == 2) pv_rows3(pt + r, ldp, 2, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, false);
-    if (rows - r == 1) pv_rows3(pt + r, ldp, 1, nk, v, ldv, dimp, alpha + r, o + r * ldo, ldo, false);
+    /* Many rows: a 32-column slab of V (nk x 128 bytes, 8 KiB for a 64-key tile) is used by
+     * every row group of a chunk of PV_ROW_CHUNK rows while it sits in L1, with that chunk's
+     * part of P^T (64 keys x 48 rows, 12 KiB). Row groups outside the column loop read the
+     * whole V tile from L2 once per 3 rows, and the FMAs waited on those loads. */
+    pf_cursor pfc = pf_cursor_init(v, ldv, nk, dimp, (rows + 2) / 3 * (dimp / 32));
+    for (int64_t r0 = 0; r0 < rows; r0 += PV_ROW_CHUNK) {
+        int64_t r1 = r0 + PV_ROW_CHUNK < rows ? r0 + PV_ROW_CHUNK : rows;
+        /* A single row left over from the groups of 3 (16-row blocks of masked tiles, the
+         * last 16 rows of a 64-row tile) would run at 4 FMAs per broadcast: it joins the
+         * last group as 4 rows x 24 columns instead. */
+        const int64_t r_end = r1;
+        if ((r1 - r0) % 3 == 1 && r1 - r0 >= 4) r1 -= 4;
+        int64_t c = 0;
+        for (; c + 32 <= dimp; c += 32) {
+            int64_t r = r0;
+            for (; r + 3 <= r1; r += 3, pf_step(&pfc))
+                pv_block32(pt + r, ldp, 3, nk, v + c, ldv, alpha + r, o + r * ldo + c, ldo, false);
+            if (r1 - r == 2) pv_block32(pt + r, ldp, 2, nk, v + c, ldv, alpha + r, o + r * ldo + c, ldo, false);
+            if (r1 - r == 1) pv_block32(pt + r, ldp, 1, nk, v + c, ldv, alpha + r, o + r * ldo + c, ldo, false);
+        }
+        if (c < dimp) { /* 16 columns left (dimp is a multiple of 16) */
+            int64_t r = r0;
+            for (; r + 6 <= r1; r += 6) pv_block(pt + r, ldp, 6, nk, v + c, ldv, alpha + r, o + r * ldo + c, ldo);
+            switch (r1 - r) {
+            case 5: pv_block(pt + r, ldp, 5, nk, v + c, ldv, alpha + r, o + r * ldo + c, ldo); break;
+            case 4: pv_block(pt + r, ldp, 4, nk, v + c, ldv, alpha + r, o + r * ldo + c, ldo); break;
+            case 3: pv_block(pt + r, ldp, 3, nk, v + c, ldv, alpha + r, o + r * ldo + c, ldo); break;
+            case 2: pv_block(pt + r, ldp, 2, nk, v + c, ldv, alpha + r, o + r * ldo + c, ldo); break;
+            case 1: pv_block(pt + r, ldp, 1, nk, v + c, ldv, alpha + r, o + r * ldo + c, ldo); break;
+            default: break;
+            }
+        }
+        if (r1 < r_end) pv_few_rows(pt + r1, ldp, 4, nk, v, ldv, dimp, alpha + r1, o + r1 * ldo, ldo, false);
+    }
 }
 
 static void load_scaled(const void *src, fi_dtype t, float scale, float *dst, int64_t n) {
@@ -329,4 +389,5 @@ static void load_scaled(const void *src, fi_dtype t, float scale, float *dst, in
 
 const fi_flash_tile_ops fi_flash_tile_avx2 = {
     .qk = NULL, .qk_rows = qk_rows, .softmax = softmax, .pv = pv,
-    .load_scaled = load_scaled, .softmax_row_step = 8};
+    .load_scaled = load_scaled, .softmax_row_step = 8,
+    .kernels_prefetch_many_rows = true, .block_q_one_head = 128};
