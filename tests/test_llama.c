@@ -355,11 +355,53 @@ static void test_load_errors(void **state) {
     assert_null(m);
 }
 
+/* SwiGLU's exponential against double-precision exp, and the AVX2 twin byte for byte against the
+ * scalar one, over the whole input range (clamped ends, zero, tiny and huge values). */
+static void test_swiglu(void **state) {
+    (void)state;
+    fi_test_rng rng;
+    fi_test_rng_init(&rng, fi_test_seed("swiglu"));
+    int misrounded = 0;
+    for (int i = 0; i < 200000; i++) {
+        const float t = (float)fi_test_rng_uniform(&rng, -110.0, 95.0);
+        const float got = fi_llama_exp(t), want = (float)exp((double)t); /* double exp: < 1 ulp of double */
+        if (got != want) { /* only a near tie may round the other way, and by one f32 ulp */
+            misrounded++;
+            const double ulp = fabs((double)nextafterf(want, INFINITY) - want);
+            assert_true(fabs((double)got - exp((double)t)) <= 0.5001 * ulp);
+        }
+    }
+    assert_true(misrounded <= 2);
+    assert_true(isinf(fi_llama_exp(88.8f)) && isinf(fi_llama_exp(1000.0f)) && fi_llama_exp(-1000.0f) == 0.0f);
+    assert_true(fi_llama_exp(-100.0f) > 0.0f && fi_llama_exp(-100.0f) < 1e-43f); /* subnormal, as expf */
+    enum { N = 4099 }; /* not a multiple of 8: the scalar tail */
+    static float g[N], u[N], a[N], b[N];
+    const float special[] = {0.0f,   -0.0f,  1e-30f, -1e-30f, 87.5f, -87.5f,
+                             88.5f, -88.5f, 200.0f, -200.0f, 1e30f, -1e30f};
+    for (int i = 0; i < N; i++) {
+        g[i] = i < (int)(sizeof special / sizeof special[0]) ? special[i]
+                                                            : (float)(fi_test_rng_normal(&rng) * (i % 3 ? 3.0 : 30.0));
+        u[i] = (float)fi_test_rng_normal(&rng);
+    }
+    memcpy(a, g, sizeof g);
+    fi_llama_swiglu(a, u, N);
+    for (int i = 0; i < N; i++) {
+        const double x = g[i], want = x / (1.0 + exp(-x)) * u[i];
+        assert_true(fabs(a[i] - want) <= 8 * 0x1p-24 * fabs(want) + 1e-35);
+    }
+    if (fi_cpu_simd_level() >= FI_SIMD_AVX2) {
+        memcpy(b, g, sizeof g);
+        fi_llama_swiglu_avx2(b, u, N);
+        assert_memory_equal(a, b, sizeof a);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kv_cache),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_rope_formula),
+        cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_stage_trace),
         cmocka_unit_test(test_threads_bit_identical),
         cmocka_unit_test(test_chunked_prefill),

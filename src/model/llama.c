@@ -220,7 +220,7 @@ static fi_status load_weights(fi_model *m, fi_error *err) {
     if (!out) out = m->token_embd;
     st = fi_matmul_weight_create(out->type, out->data, hp->n_vocab, E, &m->output, err);
     if (st != FI_OK) return st;
-    fi_gguf_release_pages(g, out->data, out->nbytes); /* repacked; embedding rows fault back in on use */
+    fi_gguf_release_pages(g, out->data, out->nbytes); /* repacked; tied embedding rows read from the copy */
 
     /* RoPE frequencies, with llama3-style per-pair factors when the file has them. */
     int64_t half = hp->rope_dim / 2;
@@ -344,6 +344,7 @@ struct fi_session {
     int n_threads;
     /* fi_llama_rope_apply or its AVX2 twin (identical bytes), chosen once from fi_cpu_simd_level() */
     void (*rope_apply)(float *x, int64_t rope_dim, const float *cos_t, const float *sin_t);
+    void (*swiglu)(float *g, const float *u, int64_t n); /* fi_llama_swiglu or its AVX2 twin (identical bytes) */
     fi_llama_trace_fn trace; /* stage inspection, NULL when off */
     void *trace_user;
 };
@@ -395,6 +396,7 @@ fi_status fi_session_create(const fi_model *m, const fi_session_params *pp, fi_s
     s->p = p;
     s->n_threads = p.threads;
     s->rope_apply = fi_cpu_simd_level() >= FI_SIMD_AVX2 ? fi_llama_rope_apply_avx2 : fi_llama_rope_apply;
+    s->swiglu = fi_cpu_simd_level() >= FI_SIMD_AVX2 ? fi_llama_swiglu_avx2 : fi_llama_swiglu;
     const fi_llama_hparams *hp = &m->hp;
     fi_kv_cache_config kc = {.n_layers = hp->n_layer, .heads = hp->n_head_kv, .dim = hp->head_dim,
                              .capacity = p.n_ctx, .page_size = 64, .dtype = p.kv_dtype};
@@ -512,7 +514,23 @@ static void rmsnorm(const float *x, const float *w, float *y, int64_t n, float e
     for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
 }
 
-static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+float fi_llama_exp(float t) {
+    const double x = fmin(fmax((double)t, FI_LLAMA_EXP_LO), FI_LLAMA_EXP_HI);
+    const double n = rint(x * FI_LLAMA_LOG2E);
+    double r = fma(-n, FI_LLAMA_LN2_HI, x);
+    r = fma(-n, FI_LLAMA_LN2_LO, r);
+    static const double coef[12] = FI_LLAMA_EXP_COEFS;
+    double p = coef[11];
+    for (int k = 10; k >= 0; k--) p = fma(p, r, coef[k]);
+    const uint64_t bits = (uint64_t)((int64_t)n + 1023) << 52;
+    double scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return (float)(p * scale);
+}
+
+void fi_llama_swiglu(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + fi_llama_exp(-g[i])) * u[i];
+}
 
 /* Quantizes tokens [t0, t1) of x for every distinct weight type among ws (at most 3), into act[i]. */
 static void quantize_for(void *const *act, const fi_matmul_weight *const *ws, int nw, const float *x,
@@ -599,8 +617,13 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
 
         /* Embeddings and the RoPE angles of this thread's tokens. */
         for (int64_t t = t0; t < t1; t++) {
-            const char *row = (const char *)m->token_embd->data + (size_t)tokens[t] * m->embd_row_bytes;
-            fi_quant_dequantize_row(m->token_embd->type, row, s->x + t * E, E, NULL);
+            if (hp->tied_output) { /* the packed output copy holds the same rows (exact), and the
+                                    * file's pages were released after packing: do not fault them back */
+                fi_matmul_weight_row(m->output, tokens[t], s->x + t * E);
+            } else {
+                const char *row = (const char *)m->token_embd->data + (size_t)tokens[t] * m->embd_row_bytes;
+                fi_quant_dequantize_row(m->token_embd->type, row, s->x + t * E, E, NULL);
+            }
             float th[256 / 2];
             fi_llama_rope_thetas(m, n_past + t, th);
             for (int64_t i = 0; i < half; i++) {
@@ -693,11 +716,7 @@ static fi_status forward_chunk(fi_session *s, const int32_t *tokens, int64_t n, 
                 if (e > b) {
                     fi_matmul_rows(L->w_gate, act[slot[0]], n, s->gate, F, b, e);
                     fi_matmul_rows(L->w_up, act[slot[1]], n, s->up, F, b, e);
-                    for (int64_t t = 0; t < n; t++) {
-                        float *gr = s->gate + t * F;
-                        const float *ur = s->up + t * F;
-                        for (int64_t r = b; r < e; r++) gr[r] = silu(gr[r]) * ur[r];
-                    }
+                    for (int64_t t = 0; t < n; t++) s->swiglu(s->gate + t * F + b, s->up + t * F + b, e - b);
                 }
             }
 #pragma omp barrier

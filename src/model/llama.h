@@ -43,6 +43,26 @@ void fi_llama_rope_apply(float *x, int64_t rope_dim, const float *cos_t, const f
 /* The same, bit for bit, with AVX2 + FMA (rope_avx2.c): only when fi_cpu_simd_level() >= FI_SIMD_AVX2. */
 void fi_llama_rope_apply_avx2(float *x, int64_t rope_dim, const float *cos_t, const float *sin_t);
 
+/* expf(t), correctly rounded but for about one input in 10^7 (so SwiGLU keeps the bytes of a libm
+ * expf, and with them the agreement with other engines), by steps that a SIMD twin repeats exactly:
+ * in double, t clamped to [EXP_LO, EXP_HI] (beyond them the f32 result is 0 or +inf anyway),
+ * n = rint(t log2 e), r = t - n ln2 (two fmas, Cody-Waite), a degree-11 Taylor polynomial of e^r by
+ * Horner fmas (relative error < 1e-14), times 2^n, rounded once to f32. */
+#define FI_LLAMA_EXP_LO (-104.0)
+#define FI_LLAMA_EXP_HI 89.0
+#define FI_LLAMA_LOG2E 1.4426950408889634
+#define FI_LLAMA_LN2_HI 0.693147180369123816490 /* 0x1.62e42fee00000p-1: n * hi is exact */
+#define FI_LLAMA_LN2_LO 1.90821492927058770002e-10
+/* 1/k!, k = 0 .. 11 */
+#define FI_LLAMA_EXP_COEFS                                                                              \
+    {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, \
+     1.0 / 3628800, 1.0 / 39916800}
+float fi_llama_exp(float t);
+/* g[i] = silu(g[i]) * u[i], silu(x) = x / (1 + fi_llama_exp(-x)) (the FFN gate of llama models). */
+void fi_llama_swiglu(float *g, const float *u, int64_t n);
+/* The same, bit for bit, with AVX2 + FMA (swiglu_avx2.c): only when fi_cpu_simd_level() >= FI_SIMD_AVX2. */
+void fi_llama_swiglu_avx2(float *g, const float *u, int64_t n);
+
 /* Inspection of a forward pass stage by stage (to compare with another engine layer by layer):
  * fn is called on the calling thread's team, by one thread, with every stage of every chunk of at
  * least 2 tokens: name (ggml's names: "embd", "attn_norm", "Qcur" and "Kcur" after RoPE, "Vcur",
