@@ -11,7 +11,8 @@
  *                   [--max-len L]
  * Runs are ordered from small to large; a case whose estimated time (from the rate of the
  * same configuration at the previous length) would overrun --budget is skipped and says so.
- * Each case is repeated 3 times when one run takes under 8 s (median reported), else once. */
+ * Each case is repeated 5 times when one run takes under 2 s, 3 times under 8 s, else once
+ * (median reported). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -66,12 +67,17 @@ typedef struct run_result {
     char error[256];
 } run_result;
 
+/* Repetitions of one case: 5 for runs under 2 s, 3 under 8 s, else 1. On a shared VM a
+ * single run can be 15-30% slow; five keep one or two such runs out of the median that
+ * the masked/dense ratios compare. */
+static int reps_for(double seconds) { return seconds < 2.0 ? 5 : seconds < 8.0 ? 3 : 1; }
+
 /* With warm_up, one untimed call first: short cases would otherwise include the start of
  * the thread pool, first-touch page faults of the output and cold caches in one of their
- * three runs (the L1024 rows of a run were sometimes 40% slow). */
+ * runs (the L1024 rows of a run were sometimes 40% slow). */
 static run_result time_forward(fi_attn_params *p, bool warm_up) {
     run_result r = {0};
-    double t[3];
+    double t[5];
     if (warm_up) {
         fi_error err = {0};
         if (fi_attn_forward(p, &err) != FI_OK) {
@@ -79,7 +85,7 @@ static run_result time_forward(fi_attn_params *p, bool warm_up) {
             return r;
         }
     }
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         fi_error err = {0};
         const double t0 = now_seconds();
         const fi_status st = fi_attn_forward(p, &err);
@@ -89,7 +95,7 @@ static run_result time_forward(fi_attn_params *p, bool warm_up) {
             return r;
         }
         r.reps = i + 1;
-        if (t[0] >= 8.0) break;
+        if (r.reps >= reps_for(t[0])) break;
     }
     qsort(t, (size_t)r.reps, sizeof t[0], cmp_double);
     r.seconds = t[r.reps / 2];
@@ -177,10 +183,10 @@ int main(int argc, char **argv) {
                     const double est = rate[hi][di][m] > 0 ? flops / (rate[hi][di][m] * 1e9) : 0;
                     printf("| %lld/%lld | %lld | %lld | %s | %.4f ", (long long)Hq, (long long)Hkv, (long long)L,
                            (long long)D, mask_exprs[m], density);
-                    /* Runs under 8 s are repeated 3 times (see time_forward), and those under 1 s
-                     * (or of unknown length) get a warm-up call too. */
+                    /* Runs are repeated reps_for(time) times (see time_forward), and those under
+                     * 1 s (or of unknown length) get a warm-up call too. */
                     const bool warm_up = est < 1.0;
-                    if (elapsed + est * ((est < 8.0 ? 3 : 1) + (warm_up ? 1 : 0)) > budget) {
+                    if (elapsed + est * (reps_for(est) + (warm_up ? 1 : 0)) > budget) {
                         printf("| – | skipped: estimated %.0f s would overrun the %.0f s budget | | | |\n", est, budget);
                         skipped++;
                         fflush(stdout);

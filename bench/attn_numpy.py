@@ -10,7 +10,7 @@ O = P V / sum(P): the dense work whatever the mask. torch: SDPA with a boolean m
 is_causal) and enable_gqa. GFLOP/s count the useful work only, as in attn_bench:
 4 * B * Hq * Lq * Lk * D * density / time, so the rows compare directly.
 
-Usage: attn_numpy.py [--threads N] [--budget SECONDS] [--max-len L] [--no-torch]
+Usage: attn_numpy.py [--threads N] [--budget SECONDS] [--torch-budget SECONDS] [--max-len L] [--no-torch]
 Prints a markdown report on stdout: the BLAS that threadpoolctl reports, then tables.
 Cases are ordered from small to large; one whose estimate would overrun the budget is
 skipped and says so. Each case is repeated 3 times when one run takes under 8 s.
@@ -92,11 +92,15 @@ def blas_info():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--budget", type=float, default=150.0)
+    ap.add_argument("--budget", type=float, default=150.0, help="seconds for the numpy measurements")
+    ap.add_argument("--torch-budget", type=float, default=None, help="seconds for torch (default: --budget)")
     ap.add_argument("--max-len", type=int, default=8192)
     ap.add_argument("--no-torch", action="store_true")
     a = ap.parse_args()
     start = time.perf_counter()
+    if a.torch_budget is None:
+        a.torch_budget = a.budget
+    spent = {"numpy": 0.0, "torch": 0.0}  # each engine's own budget
 
     try:
         from threadpoolctl import threadpool_limits
@@ -146,11 +150,13 @@ def main():
                     # Numpy does the dense work: estimate from the previous length's rate.
                     est = flops / rate_np[key] if key in rate_np else 0.0
                     reps_est = 1 if est >= 8 else 3
-                    if time.perf_counter() - start + est * reps_est > a.budget:
+                    if spent["numpy"] + est * reps_est > a.budget:
                         cells += ["–", "skipped: estimated %.0f s over the budget" % est, ""]
                         skipped += 1
                     else:
+                        t0 = time.perf_counter()
                         sec, n = timed(lambda: numpy_attention(q, k, v, keep), est)
+                        spent["numpy"] += time.perf_counter() - t0
                         rate_np[key] = flops / sec
                         cells += [str(n), "%.1f" % (sec * 1e3), "%.1f" % (flops / sec * 1e-9)]
                     if torch is None:
@@ -158,7 +164,7 @@ def main():
                     else:
                         est = flops / rate_t[key] if key in rate_t else 0.0
                         reps_est = 1 if est >= 8 else 3
-                        if time.perf_counter() - start + est * reps_est > a.budget:
+                        if spent["torch"] + est * reps_est > a.torch_budget:
                             cells += ["skipped", ""]
                             skipped += 1
                         else:
@@ -170,7 +176,9 @@ def main():
                                 with torch.no_grad():
                                     F.scaled_dot_product_attention(tq, tk, tv, attn_mask=tm, is_causal=mask == "causal",
                                                                    enable_gqa=hkv != 8)
+                            t0 = time.perf_counter()
                             sec, n = timed(run_torch, est)
+                            spent["torch"] += time.perf_counter() - t0
                             rate_t[key] = flops / sec
                             cells += ["%.1f" % (sec * 1e3), "%.1f" % (flops / sec * 1e-9)]
                     print("| " + " | ".join(cells) + " |")
@@ -198,7 +206,8 @@ def main():
         sec, n = timed(run_torch, 0)
         print("| torch SDPA | %d | %.2f | %.1f |" % (n, sec * 1e3, kv_bytes / sec * 1e-9))
     if skipped:
-        print("\n- %d measurement(s) skipped to stay within the %.0f s budget" % (skipped, a.budget))
+        print("\n- %d measurement(s) skipped to stay within the budgets (numpy %.0f s, torch %.0f s)"
+              % (skipped, a.budget, a.torch_budget))
     print("- attn_numpy total time: %.0f s" % (time.perf_counter() - start))
 
 

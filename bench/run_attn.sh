@@ -9,7 +9,7 @@
 # Usage: bash bench/run_attn.sh [--threads N] [--budget SECONDS] [--with-torch]
 #   --with-torch installs PyTorch from PyPI first when it is not importable (a CUDA build with
 #   several GB of CUDA runtime packages; it runs on a CPU-only machine) for the SDPA column.
-#   --budget caps the flexinfer prefill runs (default 330 s); numpy gets 150 s. Cases that
+#   --budget caps the flexinfer prefill runs (default 330 s); numpy and PyTorch get 150 s each. Cases that
 #   would overrun are skipped and listed as such, so the whole script stays under about
 #   10 minutes on 2 cores.
 set -euo pipefail
@@ -61,9 +61,9 @@ echo "== flexinfer attention (budget ${budget} s)" >&2
 
 # numpy with the OpenBLAS settings of this machine's environment removed for this command
 # alone, so OpenBLAS picks its kernel from the CPU it detects.
-echo "== numpy / PyTorch CPU (budget 150 s)" >&2
+echo "== numpy / PyTorch CPU (budget 150 s each)" >&2
 env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS="$threads" OMP_NUM_THREADS="$threads" \
-  python3 bench/attn_numpy.py --threads "$threads" --budget 150 | tee "$tmp/numpy" >&2
+  python3 bench/attn_numpy.py --threads "$threads" --budget 150 --torch-budget 150 | tee "$tmp/numpy" >&2
 
 torch_note="PyTorch is importable here; its SDPA figures are in the numpy section."
 if ! python3 -c "import torch" 2>/dev/null; then
@@ -103,5 +103,9 @@ fi
   echo "## PyTorch CPU"
   echo
   echo "$torch_note"
+  echo
+  echo "## Side by side (same run): peer time / flexinfer time"
+  echo
+  python3 bench/attn_ratio.py "$tmp/attn" "$tmp/numpy"
 } > "$out"
 echo "run_attn.sh: wrote $out" >&2
