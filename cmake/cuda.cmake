@@ -16,7 +16,19 @@ set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 set(CMAKE_CUDA_LINKER_PREFERENCE_PROPAGATES 0)
 
 file(GLOB FI_CUDA_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/cuda/*.cu)
-add_library(flexinfer_cuda STATIC ${FI_CUDA_SOURCES})
+# The Hopper prefill kernel (wgmma) needs the architecture-specific sm_90a target,
+# which CUDA_ARCHITECTURES cannot name in CMake 3.25: its sources build in their own
+# object library with explicit -gencode, whatever CMAKE_CUDA_ARCHITECTURES says
+# (dispatch.cu launches it only on compute capability 9.0).
+file(GLOB FI_CUDA_SM90A_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/cuda/flash_fwd_wgmma*.cu)
+list(REMOVE_ITEM FI_CUDA_SOURCES ${FI_CUDA_SM90A_SOURCES})
+add_library(flexinfer_cuda_sm90a OBJECT ${FI_CUDA_SM90A_SOURCES})
+set_property(TARGET flexinfer_cuda_sm90a PROPERTY COMPILE_OPTIONS "")
+set_target_properties(flexinfer_cuda_sm90a PROPERTIES CUDA_ARCHITECTURES OFF POSITION_INDEPENDENT_CODE ON)
+target_compile_options(flexinfer_cuda_sm90a PRIVATE
+  -O3 --expt-relaxed-constexpr -Xcompiler=-Wall -Xptxas=-warn-spills -gencode=arch=compute_90a,code=sm_90a)
+target_include_directories(flexinfer_cuda_sm90a PRIVATE ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/src)
+add_library(flexinfer_cuda STATIC ${FI_CUDA_SOURCES} $<TARGET_OBJECTS:flexinfer_cuda_sm90a>)
 # The directory's C options (-Wall, -fsanitize, ...) are not nvcc options.
 set_property(TARGET flexinfer_cuda PROPERTY COMPILE_OPTIONS "")
 target_compile_options(flexinfer_cuda PRIVATE

@@ -39,12 +39,15 @@ fibench)
   "$BUILD/fi_cuda_bench" --iters 10 2>&1 | tee "$OUT/fibench.txt" ;;
 test)
   ctest --test-dir "$BUILD" -L gpu --output-on-failure -V >"$OUT/test_gpu.log" 2>&1; echo "ctest -L gpu: rc=$?"
-  grep -E "max\||PASSED|FAILED|seed" "$OUT/test_gpu.log" | tail -60 ;;
+  grep -E "max\||PASSED|FAILED|seed" "$OUT/test_gpu.log" | tail -60
+  # Again on the portable prefill kernel (FI_CUDA_WGMMA=0; test_gpu_wgmma runs both itself).
+  FI_CUDA_WGMMA=0 ctest --test-dir "$BUILD" -L gpu -E test_gpu_wgmma --output-on-failure -V >"$OUT/test_gpu_portable.log" 2>&1
+  echo "ctest -L gpu, FI_CUDA_WGMMA=0: rc=$?"; grep -E "PASSED|FAILED" "$OUT/test_gpu_portable.log" | tail -10 ;;
 sanitize)
-  for tool in memcheck racecheck; do
-    FI_GPU_TEST_SMALL=1 timeout ${FI_SANITIZE_TIMEOUT:-200} compute-sanitizer --tool $tool --error-exitcode 9 "$BUILD/tests/gpu/test_gpu_attn" \
-      >"$OUT/sanitize_$tool.log" 2>&1; echo "compute-sanitizer $tool: rc=$?"; tail -3 "$OUT/sanitize_$tool.log"
-  done ;;
+  for prog in test_gpu_attn test_gpu_wgmma; do for tool in memcheck racecheck; do
+    FI_GPU_TEST_SMALL=1 timeout ${FI_SANITIZE_TIMEOUT:-200} compute-sanitizer --tool $tool --error-exitcode 9 "$BUILD/tests/gpu/$prog" \
+      >"$OUT/sanitize_${prog}_$tool.log" 2>&1; echo "compute-sanitizer $tool $prog: rc=$?"; tail -3 "$OUT/sanitize_${prog}_$tool.log"
+  done; done ;;
 check)
   python3 bench/cuda/torch_check.py --flexinfer "$BUILD/flexinfer" --out "$OUT/torch_check.md" >"$OUT/torch_check.log" 2>&1
   echo "torch_check: rc=$?"; tail -20 "$OUT/torch_check.log" ;;

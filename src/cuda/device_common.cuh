@@ -104,11 +104,207 @@ __device__ __forceinline__ bool fi_dev_mask_keep(const fi_cuda_attn_kparams &p, 
     return stack & 1u;
 }
 
+/* ---- mask program as per-row key intervals --------------------------------- */
+
+/* Every built-in primitive keeps, for a fixed query position q, one interval of key
+ * positions (document: the run of q's segment id when the ids are sorted), and AND
+ * of intervals is an interval. So for most programs the whole mask of a query row is
+ * one interval [lo, hi), computed once per row instead of evaluating the program
+ * per element. OR of disjoint intervals, NOT of an inner interval and document with
+ * unsorted ids have no such form: the function then returns false and callers fall
+ * back to fi_dev_mask_keep. Unbounded ends are +-FI_DEV_POS_INF. */
+#define FI_DEV_POS_INF ((int64_t)1 << 60)
+#define FI_DEV_MASK_STACK 8
+
+__device__ __forceinline__ int64_t fi_dev_clamp_param(int64_t a) {
+    /* Positions are far below 2^40, so clamping keeps every test's result and
+     * leaves the interval arithmetic free of overflow. */
+    const int64_t lim = (int64_t)1 << 40;
+    return a < -lim ? -lim : (a > lim ? lim : a);
+}
+
+/* First index in seg[0, n) whose id is > id (upper) or >= id (!upper); seg sorted. */
+__device__ __forceinline__ int64_t fi_dev_seg_bound(const int32_t *seg, int64_t n, int32_t id, bool upper) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi) >> 1;
+        const int32_t s = seg[mid];
+        if (upper ? s <= id : s < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+__device__ __forceinline__ bool fi_dev_mask_has_op(const fi_cuda_attn_kparams &p, int32_t op) {
+    for (int i = 0; i < p.n_ops; i++)
+        if (p.ops[i].op == op) return true;
+    return false;
+}
+
+/* CTA-wide (every thread calls it): the document run [*run_lo, *run_hi) of query
+ * position q_first + t for thread t < n_rows (n_rows <= NT = blockDim.x), for a
+ * sequence whose segment ids are sorted (p.seg_sorted). Runs inside the CTA's rows
+ * come from its ids in shared memory (s_ids: NT ints); only the runs reaching past
+ * the first and the last row need the global array, found by a 128-ary search
+ * whose rounds (each one load per thread and one barrier) replace the dependent
+ * loads of a binary search: two rounds for 16K positions. */
+template <int NT>
+__device__ __forceinline__ void fi_dev_doc_runs_cta(const fi_cuda_attn_kparams &p, const int32_t *seg,
+                                                    int64_t q_first, int n_rows, int32_t *s_ids,
+                                                    int64_t *run_lo, int64_t *run_hi) {
+    const int t = threadIdx.x;
+    if (n_rows <= 0) return; /* uniform: no barrier is skipped by some threads only */
+    if (t < n_rows) s_ids[t] = seg[q_first + t];
+    __syncthreads();
+    const int32_t id_first = s_ids[0], id_last = s_ids[n_rows - 1];
+    /* lo: first index of [a_lo, a_hi] with seg >= id_first (seg[a_hi] == id_first);
+     * hi: first index of [b_lo, b_hi] with seg > id_last (b_hi = seg_len: none). */
+    int64_t a_lo = 0, a_hi = q_first, b_lo = q_first + n_rows, b_hi = p.seg_len;
+    while (a_lo < a_hi || b_lo < b_hi) {
+        const int64_t sa = (a_hi - a_lo + NT - 1) / NT, sb = (b_hi - b_lo + NT - 1) / NT;
+        const int64_t xa = a_lo + t * sa, xb = b_lo + t * sb;
+        const bool pa = a_lo < a_hi && xa < a_hi && seg[xa] < id_first;
+        const bool pb = b_lo < b_hi && xb < b_hi && seg[xb] <= id_last;
+        const int ca = __syncthreads_count(pa), cb = __syncthreads_count(pb);
+        if (a_lo < a_hi) {
+            if (ca == 0) a_hi = a_lo;
+            else a_lo = a_lo + (ca - 1) * sa + 1, a_hi = a_lo - 1 + sa < a_hi ? a_lo - 1 + sa : a_hi;
+        }
+        if (b_lo < b_hi) {
+            if (cb == 0) b_hi = b_lo;
+            else b_lo = b_lo + (cb - 1) * sb + 1, b_hi = b_lo - 1 + sb < b_hi ? b_lo - 1 + sb : b_hi;
+        }
+    }
+    if (t < n_rows) {
+        const int32_t id = s_ids[t];
+        int l = 0, h = t; /* first row of this id in the CTA (ids sorted) */
+        while (l < h) {
+            const int m = (l + h) >> 1;
+            if (s_ids[m] < id) l = m + 1;
+            else h = m;
+        }
+        *run_lo = l == 0 ? a_lo : q_first + l;
+        l = t + 1, h = n_rows; /* first row after this id's rows */
+        while (l < h) {
+            const int m = (l + h) >> 1;
+            if (s_ids[m] <= id) l = m + 1;
+            else h = m;
+        }
+        *run_hi = l == n_rows ? b_lo : q_first + l;
+    }
+    __syncthreads(); /* s_ids may be reused */
+}
+
+/* Kept keys of query position q (logical, q_offset included) under the mask program:
+ * [*lo, *hi) (empty when *lo >= *hi); false when the program has no single-interval
+ * form for this row. seg: the sequence's segment row or NULL. [doc_lo, doc_hi): the
+ * run of q's segment id when the caller has it (fi_dev_doc_runs_cta), else doc_lo < 0
+ * and document leaves binary-search it. No program (n_ops 0) keeps everything.
+ * Meant to run once per query row, outside the key loop. */
+static __device__ __noinline__ bool fi_dev_mask_row_interval(const fi_cuda_attn_kparams &p, const int32_t *seg,
+                                                             int64_t q, int64_t doc_lo, int64_t doc_hi,
+                                                             int64_t *lo, int64_t *hi) {
+    const int64_t INF = FI_DEV_POS_INF;
+    int64_t slo[FI_DEV_MASK_STACK], shi[FI_DEV_MASK_STACK];
+    int top = 0; /* entries on the stack */
+    *lo = -INF, *hi = INF;
+    for (int i = 0; i < p.n_ops; i++) {
+        const int32_t op = p.ops[i].op;
+        const int64_t a = fi_dev_clamp_param(p.ops[i].param);
+        int64_t l, h;
+        switch (op) {
+        case FI_CUDA_OP_FULL: l = -INF, h = INF; break;
+        case FI_CUDA_OP_CAUSAL: l = -INF, h = q + 1; break;
+        case FI_CUDA_OP_WINDOW: l = q - a + 1, h = q + a; break;
+        case FI_CUDA_OP_PREFIX: l = -INF, h = a; break;
+        case FI_CUDA_OP_CHUNKED:
+            if (a <= 0) return false;
+            l = q / a * a, h = l + a;
+            break;
+        case FI_CUDA_OP_DOCUMENT: {
+            if (!seg || !p.seg_sorted) return false;
+            if (doc_lo >= 0) {
+                l = doc_lo, h = doc_hi;
+            } else {
+                const int32_t id = seg[q];
+                l = fi_dev_seg_bound(seg, p.seg_len, id, false);
+                h = fi_dev_seg_bound(seg, p.seg_len, id, true);
+            }
+            break;
+        }
+        case FI_CUDA_OP_GENERATED:
+            if (!seg) return false;
+            l = -INF, h = seg[q] < 0 ? INF : -INF;
+            break;
+        case FI_CUDA_OP_AND:
+        case FI_CUDA_OP_OR: {
+            if (top < 2) return false;
+            const int64_t l1 = slo[top - 1], h1 = shi[top - 1], l0 = slo[top - 2], h0 = shi[top - 2];
+            top -= 2;
+            if (op == FI_CUDA_OP_AND) {
+                l = l0 > l1 ? l0 : l1, h = h0 < h1 ? h0 : h1;
+            } else if (l1 >= h1) {
+                l = l0, h = h0;
+            } else if (l0 >= h0) {
+                l = l1, h = h1;
+            } else {
+                if ((l0 > l1 ? l0 : l1) > (h0 < h1 ? h0 : h1)) return false; /* disjoint */
+                l = l0 < l1 ? l0 : l1, h = h0 > h1 ? h0 : h1;
+            }
+            break;
+        }
+        case FI_CUDA_OP_NOT: {
+            if (top < 1) return false;
+            const int64_t l0 = slo[top - 1], h0 = shi[top - 1];
+            top--;
+            if (l0 >= h0) l = -INF, h = INF;
+            else if (l0 <= -INF && h0 >= INF) l = INF, h = -INF;
+            else if (l0 <= -INF) l = h0, h = INF;
+            else if (h0 >= INF) l = -INF, h = l0;
+            else return false; /* two pieces */
+            break;
+        }
+        default: l = INF, h = -INF; break; /* unknown leaf: keeps nothing, as fi_dev_mask_keep */
+        }
+        if (top == FI_DEV_MASK_STACK) return false;
+        slo[top] = l, shi[top] = h;
+        top++;
+    }
+    if (top == 0) return p.n_ops == 0;
+    *lo = slo[top - 1], *hi = shi[top - 1];
+    return true;
+}
+
+/* Accumulator fragments of mma.sync m16n8 (and wgmma) tiles: a thread holds, in each
+ * 8-column group g, the columns 8g + 2*(lane & 3) + {0, 1}. Its j-th column
+ * (j = 2g + parity) is kept iff lo <= column < hi (tile-relative). Returns the bits
+ * of the kept j (NCOLS = the tile's columns, at most 256), a contiguous run since
+ * the columns grow with j: two counts instead of a test per element. */
+template <int NCOLS>
+__device__ __forceinline__ uint64_t fi_dev_frag_col_bits(int64_t lo, int64_t hi, int lane) {
+    static_assert(NCOLS % 8 == 0 && NCOLS <= 256, "columns per thread must fit 64 bits");
+    const int c0 = 2 * (lane & 3);
+    /* Number of this thread's columns below x. */
+    auto below = [&](int64_t x) -> int {
+        int64_t y = x - c0;
+        y = y < 0 ? 0 : (y > NCOLS ? NCOLS : y);
+        const int yi = (int)y;
+        return 2 * (yi >> 3) + ((yi & 7) < 2 ? (yi & 7) : 2);
+    };
+    const int jl = below(lo), jh = below(hi);
+    const uint64_t upto_h = jh >= 64 ? ~0ull : ((1ull << jh) - 1);
+    const uint64_t upto_l = jl >= 64 ? ~0ull : ((1ull << jl) - 1);
+    return upto_h & ~upto_l;
+}
+
 /* Hooks for run-time compiled expressions: the NVRTC build of the kernels
  * (nvrtc_program.cu) defines these before including this header; the nvcc-built
  * kernels keep the identities, so they are unchanged. FI_DEV_USER_MASK is ANDed
  * with the mask program; FI_DEV_USER_SCORE runs after the built-in modifiers. */
-#ifndef FI_DEV_USER_MASK
+#ifdef FI_DEV_USER_MASK
+#define FI_DEV_HAS_USER_MASK 1 /* a user mask is evaluated per element: no interval fast path */
+#else
+#define FI_DEV_HAS_USER_MASK 0
 #define FI_DEV_USER_MASK(p, b, h, q, kv) true
 #endif
 #ifndef FI_DEV_USER_SCORE
@@ -144,6 +340,20 @@ __device__ __forceinline__ uint32_t fi_smem_addr(const void *ptr) {
 __device__ __forceinline__ void fi_cp_async16(uint32_t dst, const void *src, int src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                  "r"(src_bytes));
+}
+/* L2 policy for data read once (decode's K/V stream): its lines are the first to be
+ * evicted, so the stream replaces its own lines instead of pushing other (possibly
+ * dirty, hence written back) lines out of L2. */
+__device__ __forceinline__ uint64_t fi_l2_policy_evict_first() {
+    uint64_t policy;
+    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+    return policy;
+}
+/* fi_cp_async16 with an L2 cache policy. */
+__device__ __forceinline__ void fi_cp_async16_policy(uint32_t dst, const void *src, int src_bytes,
+                                                     uint64_t policy) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(dst), "l"(src),
+                 "r"(src_bytes), "l"(policy));
 }
 __device__ __forceinline__ void fi_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>

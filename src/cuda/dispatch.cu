@@ -27,6 +27,7 @@ extern "C" {
 struct fi_cuda_attn_plan {
     fi_cuda_attn_kparams kp;
     bool decode, bf16, transform;
+    bool wgmma; /* prefill on the Hopper kernel (flash_fwd_wgmma.cuh) */
     int dim;
     void *allocs[FI_CUDA_MAX_ALLOCS];
     int n_allocs;
@@ -142,6 +143,20 @@ static int auto_splits(int64_t ctas, int64_t n_kv_blocks, int per_sm) {
     return 1;
 }
 
+/* The Hopper prefill kernel is built for sm_90a, which runs on compute capability
+ * 9.0 only; FI_CUDA_WGMMA=0 keeps the portable mma.sync kernel (A/B runs, tests).
+ * Score modifiers (and a non-positive scale) stay on the portable kernel. */
+static bool wgmma_enabled(void) {
+    const char *env = getenv("FI_CUDA_WGMMA");
+    if (env && strcmp(env, "0") == 0) return false;
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
+        return false;
+    return major == 9 && minor == 0;
+}
+
 static fi_status plan_build(const fi_attn_params *p, const fi_cuda_expr *x, fi_cuda_kernel_cache *cache,
                             fi_cuda_attn_plan *pl, fi_error *err) {
     fi_attn_problem pr;
@@ -231,6 +246,16 @@ static fi_status plan_build(const fi_attn_params *p, const fi_cuda_expr *x, fi_c
         kp->segments = (const int32_t *)d;
         kp->seg_len = pr.mask_in.segments_len;
         kp->seg_batch = pr.mask_in.segments_batch ? 1 : 0;
+        /* Sorted ids let the kernels treat a document as one key interval per query row. */
+        kp->seg_sorted = 1;
+        for (int64_t r = 0; r < rows && kp->seg_sorted; r++) {
+            const int32_t *s = pr.mask_in.segments + r * pr.mask_in.segments_len;
+            for (int64_t i = 1; i < pr.mask_in.segments_len; i++)
+                if (s[i] < s[i - 1]) {
+                    kp->seg_sorted = 0;
+                    break;
+                }
+        }
     }
     if (pr.varlen) {
         kp->varlen = 1;
@@ -254,7 +279,10 @@ static fi_status plan_build(const fi_attn_params *p, const fi_cuda_expr *x, fi_c
     /* Block mask for the kernel's tiles. */
     pl->decode = !pl->expr && !pr.varlen && p->q.len == 1;
     const int32_t bq = FI_CUDA_FLASH_BLOCK_Q;
-    const int32_t bkv = pl->decode ? FI_CUDA_DECODE_BLOCK_KV : fi_cuda_flash_block_kv(dim);
+    pl->wgmma = !pl->decode && !pl->expr && !pl->transform && wgmma_enabled();
+    const int32_t bkv = pl->decode  ? FI_CUDA_DECODE_BLOCK_KV
+                        : pl->wgmma ? FI_CUDA_WGMMA_BLOCK_KV
+                                    : fi_cuda_flash_block_kv(dim);
     if (fi_nvrtc_plan_has_mask(pl->expr)) {
         kp->num_splits = 1;
         return fi_nvrtc_plan_block_mask(pl->expr, kp, max_q, max_kv, bq, bkv, err);
@@ -298,7 +326,7 @@ static fi_status plan_build(const fi_attn_params *p, const fi_cuda_expr *x, fi_c
         /* Also raises the decode kernel's shared-memory limit, once per plan rather than per run. */
         const int per_sm = fi_cuda_decode_ctas_per_sm(dim, pl->bf16, kp->heads_per_cta);
         kp->num_splits = p->num_splits > 0 ? p->num_splits
-                                            : auto_splits(ctas, bm->n_kv_blocks ? bm->n_kv_blocks : 1, per_sm);
+                                            : auto_splits(ctas, kp->n_kv_blocks ? kp->n_kv_blocks : 1, per_sm);
         if (kp->num_splits > 65535) kp->num_splits = 65535;
         if (kp->num_splits > 1) {
             const size_t n = (size_t)kp->num_splits * (size_t)(pr.n_batch * pr.hq);
@@ -347,14 +375,16 @@ extern "C" fi_status fi_cuda_attn_plan_run(const fi_cuda_attn_plan *pl, void *st
     if (!pl) return fi_error_set(err, FI_ERR_INVALID, "CUDA plan: NULL plan");
     cudaStream_t s = (cudaStream_t)stream;
     if (pl->expr) return fi_nvrtc_plan_launch(pl->expr, &pl->kp, s, err);
-    cudaError_t e = pl->decode ? fi_cuda_launch_decode(pl->kp, pl->dim, pl->bf16, s)
-                               : fi_cuda_launch_flash(pl->kp, pl->dim, pl->bf16, pl->transform, s);
+    cudaError_t e = pl->decode  ? fi_cuda_launch_decode(pl->kp, pl->dim, pl->bf16, s)
+                    : pl->wgmma ? fi_cuda_launch_flash_wgmma(pl->kp, pl->dim, pl->bf16, s)
+                                : fi_cuda_launch_flash(pl->kp, pl->dim, pl->bf16, pl->transform, s);
     if (e != cudaSuccess) return cuda_fail(err, e, pl->decode ? "decode kernel launch" : "prefill kernel launch");
     return FI_OK;
 }
 
 extern "C" const char *fi_cuda_attn_plan_kernel(const fi_cuda_attn_plan *pl) {
-    return pl && pl->decode ? "decode" : "prefill";
+    if (!pl) return "prefill";
+    return pl->decode ? "decode" : pl->wgmma ? "prefill-wgmma" : "prefill";
 }
 
 extern "C" int fi_cuda_attn_plan_splits(const fi_cuda_attn_plan *pl) { return pl ? pl->kp.num_splits : 0; }

@@ -9,8 +9,11 @@
  * registers: S = Q K^T, online softmax in base 2 (the scale folded into one FMA
  * per element), then the probabilities are repacked as the A operand of P V.
  *
- * PARTIAL blocks evaluate the mask program per element; FULL blocks evaluate no
- * mask, only the bound check of a ragged last key block. */
+ * PARTIAL blocks mask with one kept key interval per query row when the mask
+ * program has that form (every built-in primitive and their AND; document with
+ * sorted segment ids), computed once per CTA, else evaluate the mask program per
+ * element; FULL blocks evaluate no mask, only the bound check of a ragged last key
+ * block. */
 #ifndef FI_CUDA_FLASH_FWD_KERNEL_CUH
 #define FI_CUDA_FLASH_FWD_KERNEL_CUH
 
@@ -118,6 +121,29 @@ __global__ void __launch_bounds__(FI_FLASH_WARPS * 32, 2)
 
     const int32_t *seg = p.segments ? fi_dev_segments(p, b) : nullptr;
 
+    /* PARTIAL blocks: when the mask program is one key interval per query row (see
+     * fi_dev_mask_row_interval), each thread computes that of one row here, once,
+     * while the first copies fly; the tiles then mask with two counts per row. */
+    static_assert(NT == BM, "one query row per thread");
+    __shared__ int32_t s_row_lo[BM], s_row_hi[BM];
+    bool fast = false;
+    if (n_part > 0 && !FI_DEV_HAS_USER_MASK) {
+        const int64_t row = q0 + tid;
+        int64_t lo = 0, hi = 0, doc_lo = -1, doc_hi = -1;
+        if (seg && p.seg_sorted && fi_dev_mask_has_op(p, FI_CUDA_OP_DOCUMENT)) /* s_row_lo as scratch */
+            fi_dev_doc_runs_cta<NT>(p, seg, p.q_offset + q0, (int)(q_len - q0 < BM ? q_len - q0 : BM), s_row_lo,
+                                    &doc_lo, &doc_hi);
+        bool ok = kv_len <= 0x7fffffff;
+        if (ok && row < q_len) {
+            ok = fi_dev_mask_row_interval(p, seg, p.q_offset + row, doc_lo, doc_hi, &lo, &hi);
+            lo = lo < 0 ? 0 : lo;
+            hi = hi > kv_len ? kv_len : hi;
+            if (hi < lo) hi = lo;
+        }
+        s_row_lo[tid] = (int32_t)lo, s_row_hi[tid] = (int32_t)hi;
+        fast = __syncthreads_and(ok); /* also publishes the rows */
+    }
+
     const float f = kTransform ? 1.0f : p.scale_log2;
     float o_acc[MT][NTO][4];
 #pragma unroll
@@ -170,27 +196,44 @@ __global__ void __launch_bounds__(FI_FLASH_WARPS * 32, 2)
             }
         }
 
-        /* Mask (PARTIAL blocks, ragged last block) and score modifiers. The keep
-         * bits of this thread's MT*NTS*4 scores are computed in a rolled loop (one
-         * inlined copy of the mask program, no call that would spill the
-         * accumulators) and applied in the unrolled one. */
+        /* Mask (PARTIAL blocks, ragged last block) and score modifiers. Keep bit
+         * (mt * 2 + rr) * 2 * NTS + j covers this thread's column j = 2 * nt + (e & 1)
+         * of row half rr = e >> 1. Fast PARTIAL blocks and ragged FULL blocks take the
+         * bits from a kept interval per row; other PARTIAL blocks evaluate the mask
+         * program per element in a rolled loop (one inlined copy, no call that would
+         * spill the accumulators). */
         const bool partial = it < n_part;
         const bool ragged = kv0 + BN > kv_len;
         if (kTransform || partial || ragged) {
-            static_assert(MT * NTS * 4 <= 64, "keep bits must fit one word");
+            constexpr int RB = 2 * NTS; /* keep bits per row */
+            static_assert(MT * 2 * RB <= 64, "keep bits must fit one word");
             uint64_t keep_bits = 0;
+            if (partial && !fast) {
 #pragma unroll 1
-            for (int idx = 0; idx < MT * NTS * 4; idx++) {
-                const int mt = idx / (NTS * 4), nt = (idx / 4) % NTS, e = idx & 3;
-                const int64_t row = q0 + warp * (16 * MT) + mt * 16 + (lane >> 2) + (e >> 1) * 8;
-                const int64_t kv = kv0 + nt * 8 + (lane & 3) * 2 + (e & 1);
-                bool keep = kv < kv_len;
-                if (partial && keep) {
-                    const int64_t qpos = p.q_offset + row;
-                    keep = row < q_len && fi_dev_mask_keep(p, seg, seg ? seg[qpos] : 0, qpos, kv) &&
-                           FI_DEV_USER_MASK(p, b, h, qpos, kv);
+                for (int idx = 0; idx < MT * 2 * RB; idx++) {
+                    const int mt = idx / (2 * RB), rr = (idx / RB) & 1, j = idx % RB;
+                    const int64_t row = q0 + warp * (16 * MT) + mt * 16 + (lane >> 2) + rr * 8;
+                    const int64_t kv = kv0 + (j >> 1) * 8 + (lane & 3) * 2 + (j & 1);
+                    bool keep = kv < kv_len;
+                    if (keep) {
+                        const int64_t qpos = p.q_offset + row;
+                        keep = row < q_len && fi_dev_mask_keep(p, seg, seg ? seg[qpos] : 0, qpos, kv) &&
+                               FI_DEV_USER_MASK(p, b, h, qpos, kv);
+                    }
+                    keep_bits |= (uint64_t)keep << idx;
                 }
-                keep_bits |= (uint64_t)keep << idx;
+            } else {
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int rr = 0; rr < 2; rr++) {
+                        int64_t lo = 0, hi = kv_len;
+                        if (partial) {
+                            const int r = warp * (16 * MT) + mt * 16 + (lane >> 2) + rr * 8;
+                            lo = s_row_lo[r], hi = s_row_hi[r];
+                        }
+                        keep_bits |= fi_dev_frag_col_bits<BN>(lo - kv0, hi - kv0, lane) << ((mt * 2 + rr) * RB);
+                    }
             }
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
@@ -198,7 +241,7 @@ __global__ void __launch_bounds__(FI_FLASH_WARPS * 32, 2)
                 for (int nt = 0; nt < NTS; nt++)
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        const int idx = (mt * NTS + nt) * 4 + e;
+                        const int idx = (mt * 2 + (e >> 1)) * RB + nt * 2 + (e & 1);
                         float x = s[mt][nt][e];
                         if (kTransform) {
                             const int64_t kv = kv0 + nt * 8 + (lane & 3) * 2 + (e & 1);

@@ -66,6 +66,7 @@ typedef struct fi_cuda_attn_kparams {
     const int32_t *segments; /* device */
     int64_t seg_len;
     int32_t seg_batch;
+    int32_t seg_sorted; /* every segment row is non-decreasing: a document is one run of keys */
     int64_t q_offset;
 
     /* Score modifiers, applied in order to the scaled score. */

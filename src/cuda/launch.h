@@ -23,6 +23,16 @@ cudaError_t fi_cuda_launch_flash_bf16(const fi_cuda_attn_kparams &p, int dim, bo
 cudaError_t fi_cuda_launch_flash_f16(const fi_cuda_attn_kparams &p, int dim, bool transform,
                                      cudaStream_t stream);
 
+/* Keys per block of the Hopper prefill kernel (the block mask's block_kv when it runs). */
+#define FI_CUDA_WGMMA_BLOCK_KV 128
+
+/* Hopper (sm_90a, wgmma) prefill: same contract and grid as fi_cuda_launch_flash
+ * without score modifiers (scale > 0), key blocks of FI_CUDA_WGMMA_BLOCK_KV; only
+ * for devices of compute capability 9.0. */
+cudaError_t fi_cuda_launch_flash_wgmma(const fi_cuda_attn_kparams &p, int dim, bool bf16, cudaStream_t stream);
+cudaError_t fi_cuda_launch_flash_wgmma_bf16(const fi_cuda_attn_kparams &p, int dim, cudaStream_t stream);
+cudaError_t fi_cuda_launch_flash_wgmma_f16(const fi_cuda_attn_kparams &p, int dim, cudaStream_t stream);
+
 /* Decode (q_len 1), split over p.num_splits, p.heads_per_cta in {1, 2, 4, 8}. */
 cudaError_t fi_cuda_launch_decode(const fi_cuda_attn_kparams &p, int dim, bool bf16,
                                   cudaStream_t stream);

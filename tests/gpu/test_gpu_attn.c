@@ -19,32 +19,9 @@
 #include "core/dtype.h"
 #include "flexinfer.h"
 #include "flexinfer_cuda.h"
+#include "gpu_test_support.h"
 #include "test_support.h"
 
-/* Error bounds (documented in docs/cuda.md): max |O_gpu - O_ref| over elements, with
- * V ~ N(0, 1); |LSE_gpu - LSE_ref|. */
-#define BOUND_O_BF16 2.5e-2
-#define BOUND_O_F16 5e-3
-#define BOUND_LSE 2e-3
-
-static int small_shapes(void) {
-    const char *s = getenv("FI_GPU_TEST_SMALL");
-    return s && *s && *s != '0';
-}
-
-static int gpu_present(void) {
-    fi_error err = {0};
-    if (fi_cuda_available(&err)) return 1;
-    printf("skipping: %s\n", err.msg);
-    return 0;
-}
-
-static void fill16(uint16_t *x, int64_t n, fi_dtype t, fi_test_rng *r, double sigma) {
-    for (int64_t i = 0; i < n; i++) {
-        const float v = (float)(sigma * fi_test_rng_normal(r));
-        x[i] = t == FI_DTYPE_BF16 ? fi_f32_to_bf16(v) : fi_f32_to_f16(v);
-    }
-}
 
 typedef struct cmp_result {
     double max_o, max_lse;
@@ -112,18 +89,43 @@ static int32_t *make_segments(int64_t n, int64_t batch, fi_test_rng *r) {
     return s;
 }
 
+/* Segment rows for the kernels' interval fast path (documents as runs of keys):
+ * SEG_SORTED ascending ids, SEG_SORTED_GEN the same after a leading run of -1
+ * (generated), SEG_DESCENDING contiguous runs with falling ids (not sorted: the
+ * kernels must fall back to the per-element program). Run lengths vary from 1 up. */
+enum { SEG_RANDOM = 0, SEG_SORTED, SEG_SORTED_GEN, SEG_DESCENDING };
+
+static int32_t *make_segment_runs(int64_t n, int64_t batch, int style, fi_test_rng *r) {
+    int32_t *s = malloc((size_t)(n * batch) * 4);
+    assert_non_null(s);
+    for (int64_t b = 0; b < batch; b++) {
+        int64_t i = 0;
+        if (style == SEG_SORTED_GEN)
+            for (int64_t g = fi_test_rng_int(r, n / 3 + 1); i < g; i++) s[b * n + i] = -1;
+        int32_t id = style == SEG_DESCENDING ? 1000 : 0;
+        while (i < n) {
+            /* Mostly long documents (several key blocks), sometimes very short ones. */
+            int64_t len = fi_test_rng_int(r, 4) ? 1 + fi_test_rng_int(r, 200) : 1 + fi_test_rng_int(r, 3);
+            for (; len > 0 && i < n; len--, i++) s[b * n + i] = id;
+            id += style == SEG_DESCENDING ? -1 - (int32_t)fi_test_rng_int(r, 3) : 1 + (int32_t)fi_test_rng_int(r, 3);
+        }
+    }
+    return s;
+}
+
 typedef struct dense_case {
     const char *mask, *score;
     int64_t b, hq, hkv, lq, lk, d, q_offset;
     fi_dtype t;
     int per_batch_segments;
+    int seg_style; /* SEG_*; SEG_RANDOM: make_segments */
 } dense_case;
 
 static void run_dense(const dense_case *dc, fi_test_rng *r) {
     const int64_t nq = dc->b * dc->hq * dc->lq * dc->d, nk = dc->b * dc->hkv * dc->lk * dc->d;
     uint16_t *q = malloc((size_t)nq * 2), *k = malloc((size_t)nk * 2), *v = malloc((size_t)nk * 2);
     assert_non_null(q), assert_non_null(k), assert_non_null(v);
-    fill16(q, nq, dc->t, r, 1.0), fill16(k, nk, dc->t, r, 1.0), fill16(v, nk, dc->t, r, 1.0);
+    gpu_test_fill16(q, nq, dc->t, r, 1.0), gpu_test_fill16(k, nk, dc->t, r, 1.0), gpu_test_fill16(v, nk, dc->t, r, 1.0);
     fi_error err = {0};
     fi_mask *m = NULL;
     fi_score_mod *sm = NULL;
@@ -131,7 +133,8 @@ static void run_dense(const dense_case *dc, fi_test_rng *r) {
     if (dc->score) assert_int_equal(fi_score_mod_parse(dc->score, &sm, &err), FI_OK);
     const int64_t seg_len = (dc->lk > dc->q_offset + dc->lq ? dc->lk : dc->q_offset + dc->lq);
     const int64_t seg_b = dc->per_batch_segments ? dc->b : 0;
-    int32_t *seg = make_segments(seg_len, seg_b ? seg_b : 1, r);
+    int32_t *seg = dc->seg_style == SEG_RANDOM ? make_segments(seg_len, seg_b ? seg_b : 1, r)
+                                               : make_segment_runs(seg_len, seg_b ? seg_b : 1, dc->seg_style, r);
     fi_mask_inputs in = {.segments = seg, .segments_len = seg_len, .segments_batch = seg_b,
                          .q_offset = dc->q_offset};
     fi_attn_params p = {
@@ -140,10 +143,11 @@ static void run_dense(const dense_case *dc, fi_test_rng *r) {
         .v = fi_attn_tensor_contiguous(v, dc->t, dc->b, dc->hkv, dc->lk, dc->d),
         .mask = m, .mask_in = &in, .score_mod = sm};
     char what[160];
-    snprintf(what, sizeof what, "%s%s%s B%lld Hq%lld/%lld Lq%lld Lk%lld D%lld off%lld %s", dc->mask,
+    static const char *seg_names[] = {"", " seg:sorted", " seg:gen+sorted", " seg:descending"};
+    snprintf(what, sizeof what, "%s%s%s B%lld Hq%lld/%lld Lq%lld Lk%lld D%lld off%lld %s%s", dc->mask,
              dc->score ? " + " : "", dc->score ? dc->score : "", (long long)dc->b, (long long)dc->hq,
              (long long)dc->hkv, (long long)dc->lq, (long long)dc->lk, (long long)dc->d,
-             (long long)dc->q_offset, fi_dtype_name(dc->t));
+             (long long)dc->q_offset, fi_dtype_name(dc->t), seg_names[dc->seg_style]);
     check_problem(&p, dc->b * dc->hq * dc->lq, dc->d, dc->t, what);
     fi_mask_free(m), fi_score_mod_free(sm);
     free(seg), free(q), free(k), free(v);
@@ -151,7 +155,7 @@ static void run_dense(const dense_case *dc, fi_test_rng *r) {
 
 static void test_masks(void **state) {
     (void)state;
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_masks"));
     static const char *masks[] = {
@@ -161,7 +165,7 @@ static void test_masks(void **state) {
         "prefix:3 & !full | causal & chunked:100",
     };
     static const int64_t gqa[3][2] = {{4, 4}, {8, 2}, {8, 1}};
-    const int small = small_shapes();
+    const int small = gpu_test_small_shapes();
     const int64_t lq = small ? 70 : 300, lk = small ? 133 : 517;
     int i = 0;
     for (size_t mi = 0; mi < sizeof masks / sizeof *masks; mi++) {
@@ -176,14 +180,68 @@ static void test_masks(void **state) {
     }
 }
 
+/* PARTIAL blocks through the per-row key intervals: every built-in primitive, their
+ * AND, OR/NOT forms that stay one interval (and ones that do not, which fall back to
+ * the per-element program), window edges (1, the tile sizes and one off), uneven
+ * lengths and offsets, document runs with sorted ids (with and without a generated
+ * prefix, shared and per sequence) and unsorted ids (fallback). */
+static void test_mask_intervals(void **state) {
+    (void)state;
+    if (!gpu_test_present()) skip();
+    fi_test_rng r;
+    fi_test_rng_init(&r, fi_test_seed("test_mask_intervals"));
+    static const struct {
+        const char *mask;
+        int seg_style;
+    } cases[] = {
+        {"causal", 0}, {"window:1", 0}, {"window:63", 0}, {"window:64", 0}, {"window:65", 0},
+        {"window:128", 0}, {"window:129", 0}, {"causal & window:100", 0}, {"prefix:77", 0},
+        {"prefix:1", 0}, {"chunked:50", 0}, {"chunked:128", 0}, {"chunked:1", 0},
+        {"causal & chunked:96", 0}, {"!causal", 0}, {"!prefix:70", 0}, {"prefix:40 | causal", 0},
+        {"causal & !window:20", 0},   /* interval: keys <= q - 20 */
+        {"window:5 | prefix:3", 0},   /* two pieces for most rows: fallback */
+        {"!window:10", 0},            /* two pieces: fallback */
+        {"full & causal & !full | prefix:33", 0},
+        {"document", SEG_SORTED}, {"causal & document", SEG_SORTED}, {"document & window:40", SEG_SORTED},
+        {"generated", SEG_SORTED_GEN}, {"causal & (document | generated)", SEG_SORTED_GEN},
+        {"document | generated", SEG_SORTED_GEN}, {"document", SEG_DESCENDING},
+        {"causal & document", SEG_DESCENDING},
+    };
+    static const int64_t shapes[][3] = {/* lq, lk, q_offset */
+                                        {300, 517, 0}, {517, 517, 0}, {190, 450, 260}, {129, 65, 0}};
+    const int small = gpu_test_small_shapes();
+    int i = 0;
+    for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
+        for (int si = 0; si < (small ? 1 : 2); si++, i++) {
+            const int shape = small ? (int)(ci % 4) : (i % 4);
+            dense_case dc = {.mask = cases[ci].mask, .b = 2, .hq = 4, .hkv = i % 3 == 0 ? 4 : 1,
+                             .lq = shapes[shape][0], .lk = shapes[shape][1], .q_offset = shapes[shape][2],
+                             .d = i % 2 ? 64 : 128, .t = (i / 2) % 2 ? FI_DTYPE_F16 : FI_DTYPE_BF16,
+                             .per_batch_segments = i % 3 == 1, .seg_style = cases[ci].seg_style};
+            if (small) dc.lq = dc.lq > 140 ? 140 : dc.lq, dc.lk = dc.lk > 200 ? 200 : dc.lk;
+            if (dc.q_offset) dc.q_offset = dc.lk > dc.lq ? dc.lk - dc.lq : 0; /* queries end with the keys */
+            run_dense(&dc, &r);
+        }
+    }
+    /* Long segment rows: the kernels' search for runs that reach past a CTA's rows
+     * takes three rounds over 20000 positions. */
+    static const char *long_masks[] = {"causal & document", "document & window:700"};
+    for (int mi = 0; mi < 2; mi++) {
+        dense_case dc = {.mask = long_masks[mi], .b = 1, .hq = 2, .hkv = 1, .lq = small ? 70 : 300,
+                         .lk = small ? 3000 : 20000, .d = 64, .t = FI_DTYPE_BF16, .seg_style = SEG_SORTED};
+        dc.q_offset = dc.lk - dc.lq - 5 * mi;
+        run_dense(&dc, &r);
+    }
+}
+
 static void test_gqa_and_lengths(void **state) {
     (void)state;
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_gqa_and_lengths"));
     static const int64_t gqa[3][2] = {{8, 8}, {8, 2}, {16, 2}};
     static const int64_t lens[][2] = {{1, 1}, {127, 129}, {128, 64}, {257, 1000}, {33, 7}};
-    const int n_lens = small_shapes() ? 3 : 5;
+    const int n_lens = gpu_test_small_shapes() ? 3 : 5;
     for (int g = 0; g < 3; g++)
         for (int li = 0; li < n_lens; li++) {
             dense_case dc = {.mask = li % 2 ? "causal" : "full", .b = 1, .hq = gqa[g][0],
@@ -195,10 +253,10 @@ static void test_gqa_and_lengths(void **state) {
 
 static void test_score_mods(void **state) {
     (void)state;
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_score_mods"));
-    const int64_t l = small_shapes() ? 90 : 260;
+    const int64_t l = gpu_test_small_shapes() ? 90 : 260;
     static const char *mods[] = {"softcap:5", "alibi", "softcap:30,alibi"};
     for (int i = 0; i < 3; i++) {
         dense_case dc = {.mask = i == 1 ? "full" : "causal", .score = mods[i], .b = 1, .hq = 8,
@@ -210,7 +268,7 @@ static void test_score_mods(void **state) {
 
 static void test_varlen(void **state) {
     (void)state;
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_varlen"));
     const int32_t cq[] = {0, 100, 101, 358, 358}, ck[] = {0, 100, 140, 440, 460};
@@ -220,7 +278,7 @@ static void test_varlen(void **state) {
         const fi_dtype t = mi % 2 ? FI_DTYPE_F16 : FI_DTYPE_BF16;
         uint16_t *q = malloc((size_t)(hq * tq * d) * 2), *k = malloc((size_t)(hkv * tk * d) * 2),
                  *v = malloc((size_t)(hkv * tk * d) * 2);
-        fill16(q, hq * tq * d, t, &r, 1.0), fill16(k, hkv * tk * d, t, &r, 1.0), fill16(v, hkv * tk * d, t, &r, 1.0);
+        gpu_test_fill16(q, hq * tq * d, t, &r, 1.0), gpu_test_fill16(k, hkv * tk * d, t, &r, 1.0), gpu_test_fill16(v, hkv * tk * d, t, &r, 1.0);
         int32_t *seg = make_segments(300, 4, &r);
         fi_mask_inputs in = {.segments = seg, .segments_len = 300, .segments_batch = 4};
         fi_mask *m = NULL;
@@ -243,7 +301,7 @@ static void test_varlen(void **state) {
 static void run_paged(fi_test_rng *r, int64_t lq, int64_t page_size, int splits, const char *mask,
                       int64_t d, fi_dtype t) {
     const int64_t b = 3, hq = 32, hkv = 8;
-    int32_t seq_lens[3] = {small_shapes() ? 300 : 2000, 1, 0};
+    int32_t seq_lens[3] = {gpu_test_small_shapes() ? 300 : 2000, 1, 0};
     if (lq > 1) seq_lens[2] = 150;
     const int64_t max_pages = (seq_lens[0] + page_size - 1) / page_size;
     const int64_t n_pages = b * max_pages + 3;
@@ -258,7 +316,7 @@ static void run_paged(fi_test_rng *r, int64_t lq, int64_t page_size, int splits,
     for (int64_t i = 0; i < b * max_pages; i++) table[i] = perm[i];
     const int64_t pool = n_pages * hkv * page_size * d;
     uint16_t *kp = malloc((size_t)pool * 2), *vp = malloc((size_t)pool * 2), *q = malloc((size_t)(b * hq * lq * d) * 2);
-    fill16(kp, pool, t, r, 1.0), fill16(vp, pool, t, r, 1.0), fill16(q, b * hq * lq * d, t, r, 1.0);
+    gpu_test_fill16(kp, pool, t, r, 1.0), gpu_test_fill16(vp, pool, t, r, 1.0), gpu_test_fill16(q, b * hq * lq * d, t, r, 1.0);
     fi_paged_kv pk = {.k_pages = kp, .v_pages = vp, .dtype = t, .n_pages = n_pages,
                       .page_size = page_size, .heads = hkv, .dim = d, .page_table = table,
                       .max_pages_per_seq = max_pages, .seq_lens = seq_lens};
@@ -280,7 +338,7 @@ static void run_paged(fi_test_rng *r, int64_t lq, int64_t page_size, int splits,
 
 static void test_decode(void **state) {
     (void)state;
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_decode"));
     run_paged(&r, 1, 16, 0, "full", 128, FI_DTYPE_BF16);
@@ -294,7 +352,7 @@ static void test_decode(void **state) {
 
 static void test_f32_inputs(void **state) {
     (void)state;
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_f32_inputs"));
     const int64_t hq = 4, l = 150, d = 64, n = hq * l * d;
@@ -320,7 +378,7 @@ static bool keep_even(int64_t b, int64_t h, int64_t q, int64_t kv, void *ctx) {
 
 static void test_bad_input(void **state) {
     (void)state;
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     uint16_t buf[2 * 96 * 4] = {0};
     float out[2 * 96 * 4];
     fi_error err = {0};
@@ -347,7 +405,8 @@ static void test_bad_input(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_masks),       cmocka_unit_test(test_gqa_and_lengths),
+        cmocka_unit_test(test_masks),       cmocka_unit_test(test_mask_intervals),
+        cmocka_unit_test(test_gqa_and_lengths),
         cmocka_unit_test(test_score_mods),  cmocka_unit_test(test_varlen),
         cmocka_unit_test(test_decode),      cmocka_unit_test(test_f32_inputs),
         cmocka_unit_test(test_bad_input),

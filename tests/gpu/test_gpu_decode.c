@@ -4,7 +4,8 @@
  * tile or the 64-key block, paged caches with page sizes 1..33 and shuffled
  * pages, forced split counts from 1 to more splits than key blocks, masks that
  * make PARTIAL and EMPTY blocks, score modifiers, LSE, and dense K/V in a
- * [B, L, H, D] layout through the device-pointer API (strides != contiguous).
+ * [B, L, H, D] layout through the device-pointer API (strides != contiguous), one
+ * plan run repeatedly (split arrival counters re-armed; automatic split count).
  * FI_GPU_TEST_SMALL=1 shrinks every shape (for compute-sanitizer runs). */
 #include <math.h>
 #include <setjmp.h>
@@ -21,32 +22,14 @@
 #include "core/dtype.h"
 #include "flexinfer.h"
 #include "flexinfer_cuda.h"
+#include "gpu_test_support.h"
 #include "test_support.h"
 
-/* The bounds of docs/cuda.md (16-bit P in P·V, f32 sums). */
-#define BOUND_O_BF16 2.5e-2
-#define BOUND_O_F16 5e-3
-#define BOUND_LSE 2e-3
-
-static int small_shapes(void) {
-    const char *s = getenv("FI_GPU_TEST_SMALL");
-    return s && *s && *s != '0';
-}
-
-static int gpu_present(void) {
-    fi_error err = {0};
-    if (fi_cuda_available(&err)) return 1;
-    printf("skipping: %s\n", err.msg);
-    return 0;
-}
 
 static uint16_t *random16(int64_t n, fi_dtype t, fi_test_rng *r) {
     uint16_t *x = malloc((size_t)(n ? n : 1) * 2);
     assert_non_null(x);
-    for (int64_t i = 0; i < n; i++) {
-        const float v = (float)fi_test_rng_normal(r);
-        x[i] = t == FI_DTYPE_BF16 ? fi_f32_to_bf16(v) : fi_f32_to_f16(v);
-    }
+    gpu_test_fill16(x, n, t, r, 1.0);
     return x;
 }
 
@@ -103,7 +86,7 @@ typedef struct paged_case {
 
 /* Paged decode; sequence lengths vary per sequence (one empty, one of a single key). */
 static void run_paged(const paged_case *c, fi_test_rng *r) {
-    const int64_t long_len = small_shapes() ? 200 : 1500;
+    const int64_t long_len = gpu_test_small_shapes() ? 200 : 1500;
     int32_t *lens = malloc((size_t)c->b * 4);
     assert_non_null(lens);
     int64_t max_len = 0;
@@ -156,7 +139,7 @@ static void run_paged(const paged_case *c, fi_test_rng *r) {
 
 static void test_decode_paged(void **state) {
     (void)state;
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_decode_paged"));
     const fi_dtype bf = FI_DTYPE_BF16, f16 = FI_DTYPE_F16;
@@ -221,20 +204,84 @@ static void run_dense_device(int64_t b, int64_t hq, int64_t hkv, int64_t lk, int
 
 static void test_decode_dense(void **state) {
     (void)state;
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_decode_dense"));
-    const int64_t lk = small_shapes() ? 150 : 1111;
+    const int64_t lk = gpu_test_small_shapes() ? 150 : 1111;
     run_dense_device(2, 32, 8, lk, 128, FI_DTYPE_BF16, "full", 0, &r);
     run_dense_device(2, 4, 4, lk, 64, FI_DTYPE_F16, "causal", 3, &r);
     run_dense_device(1, 16, 2, 17, 128, FI_DTYPE_F16, "full", 0, &r);
     run_dense_device(3, 8, 1, 1, 64, FI_DTYPE_BF16, "full", 1, &r); /* a single key */
 }
 
+/* One plan run several times: the splits' arrival counters must be re-armed by
+ * every run (the output is poisoned with NaN before each run), and the automatic
+ * split count of a single long sequence must use its key blocks (more than one
+ * split, at most one per two key blocks). */
+static void test_decode_plan_reuse(void **state) {
+    (void)state;
+    if (!gpu_test_present()) skip();
+    fi_test_rng r;
+    fi_test_rng_init(&r, fi_test_seed("test_decode_plan_reuse"));
+    const int64_t b = 1, hq = 32, hkv = 8, d = 128, lk = gpu_test_small_shapes() ? 1024 : 8192;
+    const fi_dtype t = FI_DTYPE_BF16;
+    const int64_t nk = b * hkv * lk * d, nq = b * hq * d;
+    uint16_t *k = random16(nk, t, &r), *v = random16(nk, t, &r), *q = random16(nq, t, &r);
+    float *ro = malloc((size_t)nq * 4), *rl = malloc((size_t)(b * hq) * 4);
+    float *o = malloc((size_t)nq * 4), *l = malloc((size_t)(b * hq) * 4);
+    assert_non_null(ro), assert_non_null(rl), assert_non_null(o), assert_non_null(l);
+    void *dk, *dv, *dq, *dout, *dlse;
+    assert_int_equal(cudaMalloc(&dk, (size_t)nk * 2), cudaSuccess);
+    assert_int_equal(cudaMalloc(&dv, (size_t)nk * 2), cudaSuccess);
+    assert_int_equal(cudaMalloc(&dq, (size_t)nq * 2), cudaSuccess);
+    assert_int_equal(cudaMalloc(&dout, (size_t)nq * 4), cudaSuccess);
+    assert_int_equal(cudaMalloc(&dlse, (size_t)(b * hq) * 4), cudaSuccess);
+    assert_int_equal(cudaMemcpy(dk, k, (size_t)nk * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    assert_int_equal(cudaMemcpy(dv, v, (size_t)nk * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    assert_int_equal(cudaMemcpy(dq, q, (size_t)nq * 2, cudaMemcpyHostToDevice), cudaSuccess);
+    static const char *masks[] = {"full", "causal & window:3000"};
+    static const int splits[] = {0, 7};
+    for (int c = 0; c < 2; c++) {
+        fi_mask *m = NULL;
+        fi_error err = {0};
+        assert_int_equal(fi_mask_parse(masks[c], &m, &err), FI_OK);
+        fi_mask_inputs in = {.q_offset = lk - 1};
+        fi_attn_params p = {.q = fi_attn_tensor_contiguous(q, t, b, hq, 1, d),
+                            .k = fi_attn_tensor_contiguous(k, t, b, hkv, lk, d),
+                            .v = fi_attn_tensor_contiguous(v, t, b, hkv, lk, d),
+                            .out = ro, .lse = rl, .mask = m, .mask_in = &in, .num_splits = splits[c]};
+        assert_int_equal(fi_attn_reference(&p, &err), FI_OK);
+        p.q.data = dq, p.k.data = dk, p.v.data = dv, p.out = dout, p.lse = dlse;
+        fi_cuda_attn_plan *plan = NULL;
+        fi_status st = fi_cuda_attn_plan_create(&p, &plan, &err);
+        if (st) printf("plan: %s\n", err.msg);
+        assert_int_equal(st, FI_OK);
+        const int ns = fi_cuda_attn_plan_splits(plan);
+        if (splits[c]) assert_int_equal(ns, splits[c]);
+        else assert_true(ns > 1 && ns <= lk / 64 / 2);
+        for (int run = 0; run < 3; run++) {
+            assert_int_equal(cudaMemset(dout, 0xff, (size_t)nq * 4), cudaSuccess);
+            assert_int_equal(cudaMemset(dlse, 0xff, (size_t)(b * hq) * 4), cudaSuccess);
+            assert_int_equal(fi_cuda_attn_plan_run(plan, NULL, &err), FI_OK);
+            assert_int_equal(cudaDeviceSynchronize(), cudaSuccess);
+            assert_int_equal(cudaMemcpy(o, dout, (size_t)nq * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+            assert_int_equal(cudaMemcpy(l, dlse, (size_t)(b * hq) * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+            char what[128];
+            snprintf(what, sizeof what, "plan reuse run %d: Lk%lld %s splits %d", run, (long long)lk, masks[c], ns);
+            expect_close(o, ro, l, rl, b * hq, d, t, what);
+        }
+        fi_cuda_attn_plan_free(plan);
+        fi_mask_free(m);
+    }
+    cudaFree(dk), cudaFree(dv), cudaFree(dq), cudaFree(dout), cudaFree(dlse);
+    free(k), free(v), free(q), free(ro), free(rl), free(o), free(l);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode_paged),
         cmocka_unit_test(test_decode_dense),
+        cmocka_unit_test(test_decode_plan_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

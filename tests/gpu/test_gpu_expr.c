@@ -24,24 +24,9 @@
 #include "cuda/nvrtc_program.h"
 #include "flexinfer.h"
 #include "flexinfer_cuda.h"
+#include "gpu_test_support.h"
 #include "test_support.h"
 
-/* The bounds of test_gpu_attn.c (docs/cuda.md): the expressions add f32 work only. */
-#define BOUND_O_BF16 2.5e-2
-#define BOUND_O_F16 5e-3
-#define BOUND_LSE 2e-3
-
-static int small_shapes(void) {
-    const char *s = getenv("FI_GPU_TEST_SMALL");
-    return s && *s && *s != '0';
-}
-
-static int gpu_present(void) {
-    fi_error err = {0};
-    if (fi_cuda_available(&err)) return 1;
-    printf("skipping: %s\n", err.msg);
-    return 0;
-}
 
 /* ---- the CPU side of each expression ------------------------------------------ */
 
@@ -109,13 +94,6 @@ static double now_ms(void) {
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-static void fill16(uint16_t *x, int64_t n, fi_dtype t, fi_test_rng *r) {
-    for (int64_t i = 0; i < n; i++) {
-        const float v = (float)fi_test_rng_normal(r);
-        x[i] = t == FI_DTYPE_BF16 ? fi_f32_to_bf16(v) : fi_f32_to_f16(v);
-    }
-}
-
 /* Returns the number of fully masked rows seen (LSE -inf on both sides). */
 static int64_t run_case(const expr_case *c, const fi_cuda_expr *x, expr_ctx *ctx, fi_cuda_kernel_cache *cache,
                         fi_test_rng *r) {
@@ -125,7 +103,7 @@ static int64_t run_case(const expr_case *c, const fi_cuda_expr *x, expr_ctx *ctx
     float *o = malloc((size_t)nq * 4), *ro = malloc((size_t)nq * 4), *l = malloc((size_t)rows * 4),
           *rl = malloc((size_t)rows * 4);
     assert_true(q && k && v && o && ro && l && rl);
-    fill16(q, nq, c->t, r), fill16(k, nk, c->t, r), fill16(v, nk, c->t, r);
+    gpu_test_fill16(q, nq, c->t, r, 1.0), gpu_test_fill16(k, nk, c->t, r, 1.0), gpu_test_fill16(v, nk, c->t, r, 1.0);
     for (int64_t i = 0; i < nq; i++) o[i] = NAN; /* every element must be written */
     for (int64_t i = 0; i < rows; i++) l[i] = NAN;
     fi_error err = {0};
@@ -191,11 +169,11 @@ static int64_t run_case(const expr_case *c, const fi_cuda_expr *x, expr_ctx *ctx
 /* ---- tests ------------------------------------------------------------------------ */
 
 static void test_arith_mask(void **state) {
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_cuda_kernel_cache *cache = *state;
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_arith_mask"));
-    const int64_t l = small_shapes() ? 150 : 333;
+    const int64_t l = gpu_test_small_shapes() ? 150 : 333;
     fi_cuda_expr x = {.mask_expr = "(q - kv) % 3 != 0 && kv <= q"};
     expr_case c1 = {"(q-kv)%3!=0 && kv<=q, GQA 8/2", NULL, mask_mod3, NULL, 2, 8, 2, l, l, 128, 0, FI_DTYPE_BF16};
     run_case(&c1, &x, NULL, cache, &r);
@@ -206,11 +184,11 @@ static void test_arith_mask(void **state) {
 }
 
 static void test_document_array(void **state) {
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_cuda_kernel_cache *cache = *state;
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_document_array"));
-    const int64_t l = small_shapes() ? 200 : 700;
+    const int64_t l = gpu_test_small_shapes() ? 200 : 700;
     int32_t *doc = malloc((size_t)l * 4);
     int32_t id = 0;
     for (int64_t i = 0; i < l; i++) {
@@ -231,11 +209,11 @@ static void test_document_array(void **state) {
 }
 
 static void test_score_bias_softcap(void **state) {
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_cuda_kernel_cache *cache = *state;
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_score_bias_softcap"));
-    const int64_t hq = 8, l = small_shapes() ? 140 : 300;
+    const int64_t hq = 8, l = gpu_test_small_shapes() ? 140 : 300;
     float bias[8];
     for (int i = 0; i < 8; i++) bias[i] = (float)fi_test_rng_uniform(&r, -3.0, 3.0);
     expr_ctx ctx = {.bias = bias};
@@ -248,11 +226,11 @@ static void test_score_bias_softcap(void **state) {
 }
 
 static void test_fully_masked(void **state) {
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_cuda_kernel_cache *cache = *state;
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_fully_masked"));
-    const int64_t l = small_shapes() ? 130 : 260;
+    const int64_t l = gpu_test_small_shapes() ? 130 : 260;
     int32_t lim = 0;
     expr_ctx ctx = {.lim = &lim};
     fi_cuda_expr x = {.mask_expr = "q % 5 != 0 && kv <= q && kv >= lim[0]", .n_arrays = 1};
@@ -270,7 +248,7 @@ static void test_fully_masked(void **state) {
 /* Varlen (b is the sequence) with a mask that depends on b and h: the tile lists are
  * per sequence and head. */
 static void test_varlen_heads(void **state) {
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_cuda_kernel_cache *cache = *state;
     fi_test_rng r;
     fi_test_rng_init(&r, fi_test_seed("test_varlen_heads"));
@@ -282,7 +260,8 @@ static void test_varlen_heads(void **state) {
     float *o = malloc((size_t)(hq * tq * d) * 4), *ro = malloc((size_t)(hq * tq * d) * 4);
     float *l = malloc((size_t)(hq * tq) * 4), *rl = malloc((size_t)(hq * tq) * 4);
     assert_true(q && k && v && o && ro && l && rl);
-    fill16(q, hq * tq * d, t, &r), fill16(k, hkv * tk * d, t, &r), fill16(v, hkv * tk * d, t, &r);
+    gpu_test_fill16(q, hq * tq * d, t, &r, 1.0), gpu_test_fill16(k, hkv * tk * d, t, &r, 1.0),
+        gpu_test_fill16(v, hkv * tk * d, t, &r, 1.0);
     for (int64_t i = 0; i < hq * tq * d; i++) o[i] = NAN;
     fi_error err = {0};
     fi_mask *cb = NULL;
@@ -345,7 +324,7 @@ static void test_compile_errors(void **state) {
     badname.arrays[0].data = NULL;
     assert_int_equal(fi_nvrtc_compile_check(&badname, 64, true, false, 90, &size, &err), FI_ERR_INVALID);
 
-    if (!gpu_present()) return;
+    if (!gpu_test_present()) return;
     /* Through the public API: a clear status, no crash, output untouched. */
     uint16_t buf[2 * 64] = {0};
     float out[2 * 64];
@@ -360,7 +339,7 @@ static void test_compile_errors(void **state) {
  * fresh cache object without compiling. */
 static void test_cache(void **state) {
     (void)state;
-    if (!gpu_present()) skip();
+    if (!gpu_test_present()) skip();
     fi_error err = {0};
     char dir[] = "/tmp/fi_kernel_cache_XXXXXX";
     assert_non_null(mkdtemp(dir));
@@ -448,7 +427,7 @@ static double plan_ms(const fi_attn_params *p, const fi_cuda_expr *x, fi_cuda_ke
 
 static void test_timing(void **state) {
     const char *on = getenv("FI_EXPR_TIMING");
-    if (!on || !*on || *on == '0' || !gpu_present()) skip();
+    if (!on || !*on || *on == '0' || !gpu_test_present()) skip();
     fi_cuda_kernel_cache *cache = *state;
     const int64_t h = 32, l = 4096, d = 128, n = h * l * d;
     void *dq, *dk, *dv, *dout;
