@@ -11,8 +11,8 @@
  *                   [--max-len L]
  * Runs are ordered from small to large; a case whose estimated time (from the rate of the
  * same configuration at the previous length) would overrun --budget is skipped and says so.
- * Each case is repeated 5 times when one run takes under 2 s, 3 times under 8 s, else once
- * (median reported). */
+ * Each case is repeated 9 times when one run takes under 0.2 s, 5 times under 2 s, 3 times
+ * under 8 s, else once (median reported). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -67,17 +67,18 @@ typedef struct run_result {
     char error[256];
 } run_result;
 
-/* Repetitions of one case: 5 for runs under 2 s, 3 under 8 s, else 1. On a shared VM a
- * single run can be 15-30% slow; five keep one or two such runs out of the median that
- * the masked/dense ratios compare. */
-static int reps_for(double seconds) { return seconds < 2.0 ? 5 : seconds < 8.0 ? 3 : 1; }
+/* Repetitions of one case: 9 for runs under 0.2 s, 5 under 2 s, 3 under 8 s, else 1. On
+ * a shared VM a single run can be 15-30% slow; more runs keep such runs out of the median
+ * that the masked/dense ratios compare, and short runs are cheap to repeat. */
+enum { MAX_REPS = 9 };
+static int reps_for(double seconds) { return seconds < 0.2 ? 9 : seconds < 2.0 ? 5 : seconds < 8.0 ? 3 : 1; }
 
 /* With warm_up, one untimed call first: short cases would otherwise include the start of
  * the thread pool, first-touch page faults of the output and cold caches in one of their
  * runs (the L1024 rows of a run were sometimes 40% slow). */
 static run_result time_forward(fi_attn_params *p, bool warm_up) {
     run_result r = {0};
-    double t[5];
+    double t[MAX_REPS];
     if (warm_up) {
         fi_error err = {0};
         if (fi_attn_forward(p, &err) != FI_OK) {
@@ -85,7 +86,7 @@ static run_result time_forward(fi_attn_params *p, bool warm_up) {
             return r;
         }
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < MAX_REPS; i++) {
         fi_error err = {0};
         const double t0 = now_seconds();
         const fi_status st = fi_attn_forward(p, &err);
