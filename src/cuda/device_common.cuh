@@ -275,6 +275,35 @@ static __device__ __noinline__ bool fi_dev_mask_row_interval(const fi_cuda_attn_
     return true;
 }
 
+/* CTA-wide (every thread calls it): the kept key interval [s_lo[r], s_hi[r]) of each
+ * of the CTA's query rows q0 + r, r < BM, computed once by threads 0..BM-1 (NT =
+ * blockDim.x >= BM), clamped to [0, kv_len); rows past q_len keep nothing. Returns, to
+ * every thread, whether every row has a single-interval form; when not, the caller
+ * evaluates the mask per element in PARTIAL blocks. */
+template <int NT, int BM>
+__device__ __forceinline__ bool fi_dev_cta_row_intervals(const fi_cuda_attn_kparams &p, const int32_t *seg,
+                                                         int64_t q0, int64_t q_len, int64_t kv_len, int32_t *s_lo,
+                                                         int32_t *s_hi) {
+    static_assert(NT >= BM, "one query row per thread");
+    const int tid = threadIdx.x;
+    int64_t lo = 0, hi = 0, doc_lo = -1, doc_hi = -1;
+    if (seg && p.seg_sorted && fi_dev_mask_has_op(p, FI_CUDA_OP_DOCUMENT)) /* s_lo as scratch */
+        fi_dev_doc_runs_cta<NT>(p, seg, p.q_offset + q0, (int)(q_len - q0 < BM ? q_len - q0 : BM), s_lo, &doc_lo,
+                                &doc_hi);
+    bool ok = kv_len <= 0x7fffffff;
+    if (tid < BM) {
+        const int64_t row = q0 + tid;
+        if (ok && row < q_len) {
+            ok = fi_dev_mask_row_interval(p, seg, p.q_offset + row, doc_lo, doc_hi, &lo, &hi);
+            lo = lo < 0 ? 0 : lo;
+            hi = hi > kv_len ? kv_len : hi;
+            if (hi < lo) hi = lo;
+        }
+        s_lo[tid] = (int32_t)lo, s_hi[tid] = (int32_t)hi;
+    }
+    return __syncthreads_and(ok); /* also publishes the rows */
+}
+
 /* Accumulator fragments of mma.sync m16n8 (and wgmma) tiles: a thread holds, in each
  * 8-column group g, the columns 8g + 2*(lane & 3) + {0, 1}. Its j-th column
  * (j = 2g + parity) is kept iff lo <= column < hi (tile-relative). Returns the bits

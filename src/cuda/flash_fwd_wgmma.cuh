@@ -340,25 +340,8 @@ __global__ void __launch_bounds__(FI_WG_THREADS, 1)
      * instead of evaluating the program per element. */
     const int32_t *seg = p.segments ? fi_dev_segments(p, b) : nullptr;
     __shared__ int32_t s_row_lo[BM], s_row_hi[BM];
-    bool fast = false;
-    if (n_part > 0 && !FI_DEV_HAS_USER_MASK) {
-        int64_t lo = 0, hi = 0, doc_lo = -1, doc_hi = -1;
-        if (seg && p.seg_sorted && fi_dev_mask_has_op(p, FI_CUDA_OP_DOCUMENT)) /* s_row_lo as scratch */
-            fi_dev_doc_runs_cta<FI_WG_THREADS>(p, seg, p.q_offset + q0, (int)(q_len - q0 < BM ? q_len - q0 : BM),
-                                               s_row_lo, &doc_lo, &doc_hi);
-        bool ok = kv_len <= 0x7fffffff;
-        if (tid < BM) {
-            const int64_t row = q0 + tid;
-            if (ok && row < q_len) {
-                ok = fi_dev_mask_row_interval(p, seg, p.q_offset + row, doc_lo, doc_hi, &lo, &hi);
-                lo = lo < 0 ? 0 : lo;
-                hi = hi > kv_len ? kv_len : hi;
-                if (hi < lo) hi = lo;
-            }
-            s_row_lo[tid] = (int32_t)lo, s_row_hi[tid] = (int32_t)hi;
-        }
-        fast = __syncthreads_and(ok); /* also publishes the rows */
-    }
+    const bool fast = n_part > 0 && !FI_DEV_HAS_USER_MASK &&
+                      fi_dev_cta_row_intervals<FI_WG_THREADS, BM>(p, seg, q0, q_len, kv_len, s_row_lo, s_row_hi);
     __syncthreads();
 
     if (tid < 128) {
