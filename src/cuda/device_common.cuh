@@ -275,6 +275,23 @@ static __device__ __noinline__ bool fi_dev_mask_row_interval(const fi_cuda_attn_
     return true;
 }
 
+/* The PARTIAL and FULL key-block lists of query block qb of (b, h), trimmed to the
+ * blocks of bn keys that start before kv_len (varlen and paged sequences are shorter
+ * than the longest one the block mask was built for). */
+struct fi_dev_block_lists {
+    const int32_t *part, *full;
+    int n_part, n_full;
+};
+__device__ __forceinline__ fi_dev_block_lists fi_dev_row_block_lists(const fi_cuda_attn_kparams &p, int b, int h,
+                                                                     int qb, int bn, int64_t kv_len) {
+    const int64_t row = fi_dev_bm_row(p, b, h, qb);
+    fi_dev_block_lists l = {p.kv_idx + row * p.n_kv_blocks, p.full_idx + row * p.n_kv_blocks, p.kv_num[row],
+                            p.full_num[row]};
+    while (l.n_part > 0 && (int64_t)l.part[l.n_part - 1] * bn >= kv_len) l.n_part--;
+    while (l.n_full > 0 && (int64_t)l.full[l.n_full - 1] * bn >= kv_len) l.n_full--;
+    return l;
+}
+
 /* CTA-wide (every thread calls it): the kept key interval [s_lo[r], s_hi[r]) of each
  * of the CTA's query rows q0 + r, r < BM, computed once by threads 0..BM-1 (NT =
  * blockDim.x >= BM), clamped to [0, kv_len); rows past q_len keep nothing. Returns, to

@@ -65,13 +65,9 @@ __global__ void __launch_bounds__(FI_FLASH_WARPS * 32, 2)
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
 
     /* Block lists of this row, trimmed to this sequence's keys (varlen / paged). */
-    const int64_t bm_row = fi_dev_bm_row(p, b, h, qb);
-    const int32_t *part = p.kv_idx + bm_row * p.n_kv_blocks;
-    const int32_t *full = p.full_idx + bm_row * p.n_kv_blocks;
-    int n_part = p.kv_num[bm_row], n_full = p.full_num[bm_row];
-    while (n_part > 0 && (int64_t)part[n_part - 1] * BN >= kv_len) n_part--;
-    while (n_full > 0 && (int64_t)full[n_full - 1] * BN >= kv_len) n_full--;
-    const int n_blocks = n_part + n_full;
+    const fi_dev_block_lists bl = fi_dev_row_block_lists(p, b, h, qb, BN, kv_len);
+    const int32_t *part = bl.part, *full = bl.full;
+    const int n_part = bl.n_part, n_full = bl.n_full, n_blocks = n_part + n_full;
 
     /* This thread's query rows: m-tile mt, half rr. */
     int64_t rows[MT][2];

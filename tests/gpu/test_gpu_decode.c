@@ -60,19 +60,8 @@ static void expect_close(const float *o, const float *ro, const float *l, const 
 
 /* Runs the host API and the reference on p and compares. */
 static void check_host(const fi_attn_params *p0, int64_t rows, int64_t d, fi_dtype t, const char *what) {
-    float *o = malloc((size_t)(rows * d) * 4), *ro = malloc((size_t)(rows * d) * 4);
-    float *l = malloc((size_t)rows * 4), *rl = malloc((size_t)rows * 4);
-    assert_non_null(o), assert_non_null(ro), assert_non_null(l), assert_non_null(rl);
-    for (int64_t i = 0; i < rows * d; i++) o[i] = NAN; /* every element must be written */
-    for (int64_t i = 0; i < rows; i++) l[i] = NAN;
-    fi_attn_params p = *p0;
-    fi_error err = {0};
-    p.out = ro, p.lse = rl;
-    assert_int_equal(fi_attn_reference(&p, &err), FI_OK);
-    p.out = o, p.lse = l;
-    fi_status st = fi_cuda_attn_forward(&p, &err);
-    if (st) printf("%s: %s\n", what, err.msg);
-    assert_int_equal(st, FI_OK);
+    float *o, *ro, *l, *rl;
+    gpu_test_run_host(p0, rows, d, what, &o, &ro, &l, &rl);
     expect_close(o, ro, l, rl, rows, d, t, what);
     free(o), free(ro), free(l), free(rl);
 }
